@@ -196,6 +196,7 @@ WHITE_BALANCE = Filter(
 # Saturation: x = min(img, 1); in HSV, s' = s + (1 - s)(0.5 - |0.5 - v|) 0.8; out = lerp(x, hsv2rgb(h, s', v), p)
 # With h and v fixed, every channel of an HSV colour is c = v (1 - s k_c(h)), so the enhanced colour is
 # c' = v - (v - c) s'/s: exactly hsv2rgb(h, s', v) without the six-sector hue round trip.
+# (Greys, s = 0, take hue 0 as in every HSV implementation; see _saturation_apply.)
 
 
 def _saturation_apply(img: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -205,6 +206,10 @@ def _saturation_apply(img: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     safe_s = torch.where(s > 0, s, torch.ones_like(s))
     ratio = torch.where(s > 0, s2 / safe_s, torch.zeros_like(s))
     enhanced = v - (v - x) * ratio
+    # An exact grey has hue 0 (red) in HSV, as in colorsys and the reference code's tf.image.rgb_to_hsv, so the
+    # paper's filter tints it: hsv2rgb(0, s', v) = (v, v (1 - s'), v (1 - s')). Kept for fidelity.
+    grey = torch.cat([v, v * (1.0 - s2), v * (1.0 - s2)], dim=1)
+    enhanced = torch.where(s > 0, enhanced, grey)
     return x + _col(p[:, 0]) * (enhanced - x)
 
 
@@ -224,8 +229,11 @@ def _saturation_px(r, g, b, p):
         er = v - (v - r) * ratio
         eg = v - (v - g) * ratio
         eb = v - (v - b) * ratio
-    else:  # grey (s = 0): hue undefined, the colour stays
-        er, eg, eb = r, g, b
+    else:  # exact grey: HSV hue 0 (red), see _saturation_apply
+        s2 = (half - abs(half - v)) * np.float32(0.8)
+        er = v
+        eg = v * (one - s2)
+        eb = eg
     a = p[0]
     return r + a * (er - r), g + a * (eg - g), b + a * (eb - b)
 
