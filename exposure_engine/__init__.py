@@ -3,14 +3,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .sequence import EditSequence, SequenceError, Step  # noqa: E402
-
-
-def render(image, sequence, **kwargs):
-    """See :func:`exposure_engine.render.render` (imported lazily: numba compiles on first use)."""
-    from .render import render as _render
-
-    return _render(image, sequence, **kwargs)
-
-
 __all__ = ["EditSequence", "SequenceError", "Step", "render", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: the filters import torch and numba, which the CLI's --help, the daemon client and the plug-in
+    # installers do not need.
+    if name in ("EditSequence", "SequenceError", "Step"):
+        from . import sequence
+
+        return getattr(sequence, name)
+    if name == "render":
+        from .render import render
+
+        return render
+    raise AttributeError(f"module 'exposure_engine' has no attribute {name!r}")

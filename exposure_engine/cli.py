@@ -49,4 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m exposure_engine.cli`` this file is __main__, and its CLIError would be a different class
+    # from the one the commands raise: dispatch through the package module instead.
+    from exposure_engine.cli import main as _main
+
+    sys.exit(_main())
