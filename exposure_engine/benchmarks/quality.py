@@ -1,0 +1,51 @@
+"""``exposure-engine bench quality``: agent vs baselines vs the ceiling on hidden styles (docs/evaluation.md)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "quality", help="agent vs baselines vs ceiling on hidden artist styles (histogram intersection, PSNR, dE)",
+        description="Split a photo folder into RAW-like inputs and a disjoint target half, apply each hidden style "
+                    "to the targets, train (or load) a policy per style and score it with every baseline and the "
+                    "style's own renders (the ceiling). Writes results.json, results.md and a contact sheet per "
+                    "style under --out.")
+    p.add_argument("--photos-dir", required=True, metavar="DIR", help="folder of finished photos (JPEG/PNG/TIFF)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where results and contact sheets go")
+    p.add_argument("--photos", type=int, metavar="N", help="use only the first N photos (sorted by name)")
+    p.add_argument("--styles", default="all", help="comma-separated style names, or 'all' (default)")
+    p.add_argument("--test", type=int, default=8, metavar="N", help="held-out test inputs (default 8)")
+    p.add_argument("--size", type=int, default=384, help="long edge photos are reduced to (default 384 px)")
+    p.add_argument("--minutes", type=float, default=1.0, help="training budget per style (default 1)")
+    p.add_argument("--trainer", default="random",
+                   help="loop (train with the training loop, recipe cpu-fast; loop:RECIPE for another), random "
+                        "(untrained policy: a plumbing check, the default), none (baselines only) or model:PATH "
+                        "(an existing model folder, e.g. models/default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..cli import CLIError
+    from ..evaluation import styles as S
+    from ..evaluation.benchmark import BenchConfig
+    from ..evaluation.benchmark import run as run_bench
+    from ..evaluation.images import EvalInputError
+
+    names = list(S.STYLES) if args.styles == "all" else [s.strip() for s in args.styles.split(",") if s.strip()]
+    unknown = [n for n in names if n not in S.STYLES]
+    if unknown:
+        raise CLIError(f"--styles: unknown style(s) {', '.join(unknown)}; known: {', '.join(S.STYLES)}")
+    if args.size < 64:
+        raise CLIError(f"--size must be at least 64 px (the metric's 64x64 patches), got {args.size}")
+    cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
+                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer)
+    try:
+        results = run_bench(cfg)
+    except EvalInputError as e:
+        raise CLIError(str(e)) from None
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if results["styles"] else 1

@@ -1,0 +1,336 @@
+"""The quality benchmark: can the agent learn a hidden style from unpaired examples, and how far does it get
+compared with ordinary automatic tools and with the style itself?
+
+For one photo folder and each style of :mod:`.styles`:
+
+1. split the photos (seeded, :func:`exposure_engine.training.data.split_photos`) into an *input* half and a
+   disjoint *target* half; the last ``n_test`` inputs are held out for testing;
+2. inputs are made RAW-like by :func:`exposure_engine.training.unprocess.unprocess` with random amounts (darker,
+   colour cast, desaturated, tone curve undone); the *clean* linear version of a photo is the same unprocessing
+   with neutral amounts (tone curve and sRGB curve undone only);
+3. targets = the style applied to the clean linear target photos; ground truth of a test input = the style
+   applied to its clean linear photo;
+4. a policy is trained per style by a pluggable :data:`Trainer` (the real training loop, an untrained random
+   policy for plumbing checks, or an existing model folder);
+5. every method's renders of the test inputs are scored against the target set (histogram intersection, the
+   paper's metric) and against the ground truth (paired PSNR / dE). The *ceiling* is the ground truth itself
+   scored against the target set: what a perfect imitation of the style would get, given that test and target
+   photos show different scenes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import baselines as B
+from . import metrics as M
+from . import report as R
+from . import styles as S
+from .images import EvalInputError
+
+SHEET_ROWS = 6  # test images shown in a contact sheet
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress of a minutes-long run must show up in a redirected log too
+
+
+@dataclass(frozen=True)
+class Photo:
+    stem: str
+    display: np.ndarray  # (H, W, 3) float32 display sRGB, shrunk to the bench's size
+
+
+@dataclass
+class TrainingJob:
+    """What a trainer gets for one style. The folders hold the same images as the lists (16-bit TIFF linear
+    inputs, 16-bit PNG display targets) for trainers that read files."""
+
+    style: str
+    inputs: list[np.ndarray]   # RAW-like linear (H, W, 3) float32
+    targets: list[np.ndarray]  # display sRGB (H, W, 3) float32
+    inputs_dir: Path
+    targets_dir: Path
+    out_dir: Path
+    minutes: float
+    seed: int
+
+
+#: A trainer turns a job into a policy (``exposure_engine.agent.policy.Policy``) plus a dict describing the run.
+Trainer = Callable[[TrainingJob], tuple[object, dict]]
+
+
+@dataclass
+class BenchConfig:
+    photos_dir: Path
+    out_dir: Path
+    styles: list[str] = field(default_factory=lambda: list(S.STYLES))
+    n_photos: int | None = None  # use the first N photos of the folder (sorted), None = all
+    n_test: int = 8
+    size: int = 384  # long edge the photos are area-reduced to
+    minutes: float = 1.0  # training budget per style
+    seed: int = 0
+    trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none" or "model:PATH"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _shrink(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = size / max(h, w)
+    if s >= 1:
+        return np.ascontiguousarray(img, np.float32)
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def load_photos(paths: Sequence[Path], size: int) -> tuple[list[Photo], list[dict]]:
+    """Decode photos to display sRGB shrunk to ``size``; unreadable files are skipped and reported."""
+    from .images import load_display
+
+    photos, skipped = [], []
+    for p in paths:
+        try:
+            photos.append(Photo(Path(p).stem, _shrink(load_display(p), size)))
+        except EvalInputError as e:
+            skipped.append({"path": str(p), "reason": str(e)})
+    return photos, skipped
+
+
+def clean_linear(display: np.ndarray) -> np.ndarray:
+    """A finished photo's "scene" version: tone curve and sRGB curve undone, nothing randomised."""
+    from ..training.unprocess import UnprocessParams, unprocess
+
+    return unprocess(display, UnprocessParams(ev=0.0, saturation=1.0, gains=(1.0, 1.0, 1.0), tone=True))
+
+
+def raw_like(display: np.ndarray, seed: int, index: int) -> tuple[np.ndarray, dict]:
+    """A RAW-like input with random amounts drawn from (seed, index); returns the image and the amounts."""
+    from ..training.unprocess import random_params, unprocess
+
+    params = random_params(np.random.default_rng([seed, index]))
+    return unprocess(display, params), params.to_dict()
+
+
+def split(paths: Sequence[Path], seed: int, n_test: int) -> dict[str, list[Path]]:
+    """Seeded split into train inputs, held-out test inputs and a disjoint target half (the training code's split,
+    so a model trained by ``exposure-engine train`` with the same seed never saw the test inputs)."""
+    from ..training.data import split_photos
+
+    half = len(paths) // 2
+    if half < 2:
+        raise EvalInputError(f"the quality bench needs at least 4 photos, got {len(paths)}")
+    n_test = max(1, min(n_test, half - 1))
+    return split_photos(list(paths), seed, n_test)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainers
+
+
+def _write_job_files(job: TrainingJob) -> None:
+    import tifffile
+
+    from ..imageio import save_image
+
+    job.inputs_dir.mkdir(parents=True, exist_ok=True)
+    job.targets_dir.mkdir(parents=True, exist_ok=True)
+    for i, x in enumerate(job.inputs):
+        tifffile.imwrite(job.inputs_dir / f"{i:04d}.tif", (np.clip(x, 0, 1) * 65535 + 0.5).astype(np.uint16))
+    for i, t in enumerate(job.targets):
+        save_image(job.targets_dir / f"{i:04d}.png", t, bits=16)
+
+
+def random_trainer(job: TrainingJob) -> tuple[object, dict]:
+    """No training: an untrained policy with a seeded initialisation (checks the plumbing, gives a floor)."""
+    from ..agent.policy import Policy
+
+    return Policy.random(seed=job.seed), {"trainer": "random", "note": "untrained policy (plumbing check)"}
+
+
+def model_trainer(path: str) -> Trainer:
+    """No training: an existing model folder, e.g. ``models/default`` (meaningful for the style it learnt)."""
+
+    def run(job: TrainingJob) -> tuple[object, dict]:
+        from ..agent.policy import Policy
+
+        return Policy.load(path), {"trainer": "model", "model": str(path)}
+
+    return run
+
+
+def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
+    """The real training loop (:func:`exposure_engine.training.loop.train`) with ``recipe`` and a time budget of
+    ``job.minutes``; the inputs and targets go through files (16-bit linear TIFFs, 16-bit sRGB PNGs), as they
+    would for ``exposure-engine train``."""
+    from ..training.recipes import get as get_recipe
+
+    try:
+        get_recipe(recipe)  # an unknown name fails before any data is written
+    except KeyError as e:
+        raise EvalInputError(f"--trainer loop:{recipe}: {e.args[0]}") from None
+
+    def run(job: TrainingJob) -> tuple[object, dict]:
+        from ..agent.policy import Policy
+        from ..training import loop
+
+        _write_job_files(job)
+        cfg = loop.TrainConfig(inputs=sorted(job.inputs_dir.glob("*.tif")),
+                               targets=sorted(job.targets_dir.glob("*.png")), out=job.out_dir,
+                               recipe=get_recipe(recipe), unprocess=False, minutes=job.minutes, seed=job.seed,
+                               name=f"bench-{job.style}", progress=False,
+                               extra={"benchmark": "quality", "style": job.style})
+        summary = loop.train(cfg)
+        keep = {k: summary[k] for k in ("iterations", "stopped_by", "seconds") if k in summary}
+        return Policy.load(job.out_dir), {"trainer": "loop", "recipe": recipe, "minutes": job.minutes, **keep}
+
+    return run
+
+
+def make_trainer(spec: str) -> Trainer | None:
+    if spec == "none":
+        return None
+    if spec == "random":
+        return random_trainer
+    if spec == "loop" or spec.startswith("loop:"):
+        return loop_trainer(spec.partition(":")[2] or "cpu-fast")
+    if spec.startswith("model:"):
+        return model_trainer(spec[len("model:"):])
+    raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none or model:PATH")
+
+
+def agent_renders(policy, inputs: Sequence[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[dict]]:
+    """The policy's edit of each input (test-time choice: argmax filter, dropout seeded), rendered at full size."""
+    from ..render import render
+
+    outs, seqs = [], []
+    for i, x in enumerate(inputs):
+        pred = policy.predict(x, seed=seed + i)[0]
+        outs.append(render(x, pred.sequence))
+        seqs.append(pred.sequence.to_dict())
+    return outs, seqs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+def score(outputs: Sequence[np.ndarray], target_stats: np.ndarray, truths: Sequence[np.ndarray] | None,
+          seed: int) -> dict:
+    """Histogram intersection against the targets (with its bootstrap spread) and, given ``truths``, paired
+    PSNR / dE."""
+    stats = M.set_statistics(outputs, seed)
+    hist = M.intersection_from_statistics(stats, target_stats).to_dict()
+    spread = M.bootstrap_spread(stats, target_stats, seed=seed)
+    paired = M.paired_metrics(outputs, truths).to_dict() if truths is not None else None
+    return {"histogram": hist, "histogram_sd": spread, "paired": paired}
+
+
+def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequence[Photo],
+              target_photos: Sequence[Photo], cfg: BenchConfig, trainer: Trainer | None,
+              log: Callable[[str], None] = _print) -> dict:
+    """Everything for one style; writes the contact sheet and the agent's sequences under ``cfg.out_dir/style``."""
+    out = Path(cfg.out_dir) / style.name
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    targets = [style.apply(clean_linear(p.display)) for p in target_photos]
+    truths = [style.apply(clean_linear(p.display)) for p in test_photos]
+    test_inputs = [raw_like(p.display, cfg.seed, 1_000_000 + i)[0] for i, p in enumerate(test_photos)]
+    target_stats = M.set_statistics(targets, cfg.seed)
+    log(f"[{style.name}] {len(targets)} targets, {len(test_inputs)} test inputs ({time.perf_counter() - t0:.1f} s)")
+
+    renders: dict[str, list[np.ndarray]] = {}
+    for name, spec in B.BASELINES.items():
+        fn = spec.make(targets)
+        renders[name] = [fn(x) for x in test_inputs]
+
+    training = None
+    if trainer is not None:
+        train_inputs = [raw_like(p.display, cfg.seed, i)[0] for i, p in enumerate(train_photos)]
+        job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
+                          out / "model", cfg.minutes, cfg.seed)
+        t1 = time.perf_counter()
+        policy, training = trainer(job)
+        training = {**training, "seconds": round(time.perf_counter() - t1, 1)}
+        log(f"[{style.name}] policy ready ({training})")
+        renders["agent"], seqs = agent_renders(policy, test_inputs, cfg.seed)
+        seq_dir = out / "sequences"
+        seq_dir.mkdir(exist_ok=True)
+        for p, seq in zip(test_photos, seqs):
+            (seq_dir / f"{p.stem}.json").write_text(json.dumps(seq, indent=2) + "\n")
+
+    methods = {name: score(imgs, target_stats, truths, cfg.seed) for name, imgs in renders.items()}
+    # The ceiling's paired scores are trivially perfect (it *is* the ground truth): only its histogram counts.
+    methods["ceiling"] = {**score(truths, target_stats, None, cfg.seed), "paired": None}
+
+    # The identity baseline is the input as a display shows it: it doubles as the "input" column.
+    shown = ["identity"] + [n for n in renders if n != "identity"]
+    columns = ["input (= identity)"] + shown[1:] + ["ground truth"]
+    rows = [[renders[n][i] for n in shown] + [truths[i]] for i in range(min(SHEET_ROWS, len(test_inputs)))]
+    sheet_path = out / "contact-sheet.png"
+    R.save_png(sheet_path, R.contact_sheet(rows, columns))
+    log(f"[{style.name}] done in {time.perf_counter() - t0:.1f} s; sheet {sheet_path}")
+    return {"title": style.title, "description": style.description, "expressible": style.expressible,
+            "methods": methods, "training": training, "contact_sheet": str(sheet_path)}
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = _print) -> dict:
+    """The whole benchmark; returns the results dict and writes ``results.json`` and ``results.md``."""
+    from .images import list_images
+
+    for name in cfg.styles:
+        if name not in S.STYLES:  # unknown names fail before any work
+            raise EvalInputError(f"unknown style {name!r}; known: {', '.join(S.STYLES)}")
+    trainer = make_trainer(cfg.trainer)
+    paths = list_images(cfg.photos_dir, "photos")
+    if cfg.n_photos is not None:
+        paths = paths[: cfg.n_photos]
+    parts = split(paths, cfg.seed, cfg.n_test)
+    loaded = {}
+    skipped: list[dict] = []
+    for part, files in parts.items():
+        loaded[part], bad = load_photos(files, cfg.size)
+        skipped += bad
+    if not loaded["holdout_inputs"] or not loaded["targets"]:
+        raise EvalInputError("no readable test inputs or targets left after skipping unreadable photos")
+    results = {
+        "config": {**asdict(cfg), "photos_dir": str(cfg.photos_dir), "out_dir": str(cfg.out_dir)},
+        "split": {k: [p.stem for p in v] for k, v in loaded.items()},
+        "skipped": skipped,
+        "styles": {},
+    }
+    for name in cfg.styles:
+        results["styles"][name] = run_style(S.get(name), loaded["train_inputs"], loaded["holdout_inputs"],
+                                            loaded["targets"], cfg, trainer, log)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(R.finite(results), indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def results_markdown(results: dict) -> str:
+    cfg = results["config"]
+    split_sizes = ", ".join(f"{k} {len(v)}" for k, v in results["split"].items())
+    lines = ["# Quality benchmark", "",
+             f"Photos: {cfg['photos_dir']} ({split_sizes}); long edge {cfg['size']} px; seed {cfg['seed']}; "
+             f"trainer {cfg['trainer']}, {cfg['minutes']} min per style.",
+             "Histogram intersection against the style's target set (higher is better, the ceiling is the style's "
+             "own renders of the test photos); PSNR / dE76 against those renders (paired).", ""]
+    for name, r in results["styles"].items():
+        kind = "expressible by the 8 filters" if r["expressible"] else "not exactly expressible by the 8 filters"
+        lines += [f"## {r['title']} ({name}: {kind})", "", r["description"], "", R.markdown_table(r["methods"]), ""]
+        if r["training"]:
+            lines += [f"Training: {r['training']}", ""]
+        lines += [f"Contact sheet: {r['contact_sheet']}", ""]
+    if results["skipped"]:
+        lines += ["Skipped files:", ""] + [f"- {s['path']}: {s['reason']}" for s in results["skipped"]] + [""]
+    return "\n".join(lines)

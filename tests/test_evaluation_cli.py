@@ -1,0 +1,188 @@
+"""`exposure-engine eval` and `exposure-engine bench quality`, run through the real CLI on generated photos."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from exposure_engine.cli import main
+from exposure_engine.evaluation import benchmark as BM
+from exposure_engine.evaluation import styles as S
+from exposure_engine.sequence import EditSequence
+
+from imagegen import smooth_image
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """Float display RGB in [0, 1] -> 8-bit PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
+    return path
+
+
+def photo(seed: int, h: int = 72, w: int = 96) -> np.ndarray:
+    return np.clip(smooth_image(h, w, seed=seed) ** (1 / 2.2), 0, 1)
+
+
+def folder(path: Path, images: dict[str, np.ndarray]) -> Path:
+    for stem, img in images.items():
+        write_png(path / f"{stem}.png", img)
+    return path
+
+
+# --- eval -------------------------------------------------------------------------------------------------------
+
+
+def test_eval_scores_a_folder_against_itself_at_100_percent(tmp_path, capsys):
+    imgs = {f"p{i}": photo(i) for i in range(3)}
+    out = folder(tmp_path / "out", imgs)
+    tgt = folder(tmp_path / "tgt", imgs)
+    rc = main(["eval", "--outputs", str(out), "--targets", str(tgt), "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["outputs"] == 3 and r["targets"] == 3 and r["skipped"] == []
+    assert r["histogram_intersection"]["mean"] == pytest.approx(100.0)
+    assert "| outputs | 100.0 | 100.0 | 100.0 | 100.0 |" in capsys.readouterr().out
+
+
+def test_eval_pairs_ground_truth_by_file_stem(tmp_path):
+    out = folder(tmp_path / "out", {"a": np.full((20, 30, 3), 128 / 255), "b": np.full((20, 30, 3), 128 / 255),
+                                    "extra": np.full((20, 30, 3), 0.5)})
+    gt = folder(tmp_path / "gt", {"a": np.full((20, 30, 3), 140 / 255), "b": np.full((20, 30, 3), 140 / 255)})
+    rc = main(["eval", "--outputs", str(out), "--targets", str(gt), "--ground-truth", str(gt),
+               "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["paired"]["n"] == 2
+    assert r["paired"]["psnr"] == pytest.approx(20 * math.log10(255 / 12), abs=1e-3)  # 12 code values apart
+    assert r["unmatched_outputs"] == ["extra.png"]
+
+
+def test_eval_skips_an_unreadable_file_and_says_which(tmp_path, capsys):
+    out = folder(tmp_path / "out", {"good": photo(1)})
+    (out / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    tgt = folder(tmp_path / "tgt", {"t": photo(2)})
+    rc = main(["eval", "--outputs", str(out), "--targets", str(tgt), "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["outputs"] == 1 and [Path(s["path"]).name for s in r["skipped"]] == ["broken.png"]
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_eval_errors_name_the_folder(tmp_path, capsys):
+    tgt = folder(tmp_path / "tgt", {"t": photo(2)})
+    assert main(["eval", "--outputs", str(tmp_path / "nope"), "--targets", str(tgt)]) == 2
+    assert f"outputs folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--outputs", str(tmp_path / "empty"), "--targets", str(tgt)]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    other = folder(tmp_path / "other", {"zzz": photo(3)})
+    assert main(["eval", "--outputs", str(other), "--targets", str(tgt), "--ground-truth", str(tgt)]) == 2
+    assert "same file stem" in capsys.readouterr().err
+
+
+# --- bench quality ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    return folder(tmp_path / "photos", {f"img{i:02d}": photo(10 + i) for i in range(10)})
+
+
+@pytest.mark.slow  # ~20 s on a loaded 2-core machine: two styles, every baseline, an untrained policy
+def test_bench_quality_plumbing_with_an_untrained_policy(photo_dir, tmp_path):
+    out = tmp_path / "bench"
+    rc = main(["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(out), "--test", "2", "--size", "96",
+               "--styles", "punchy,teal_orange", "--trainer", "random", "--minutes", "0"])
+    assert rc == 0
+    r = json.loads((out / "results.json").read_text())
+    split = r["split"]
+    assert len(split["holdout_inputs"]) == 2 and len(split["targets"]) == 5
+    assert not set(split["targets"]) & (set(split["train_inputs"]) | set(split["holdout_inputs"]))
+    assert set(r["styles"]) == {"punchy", "teal_orange"}
+    assert r["styles"]["punchy"]["expressible"] and not r["styles"]["teal_orange"]["expressible"]
+    for name, res in r["styles"].items():
+        methods = res["methods"]
+        assert list(methods) == ["identity", "gimp_auto", "histogram_match", "libraw_like", "agent", "ceiling"]
+        for m, v in methods.items():
+            h = v["histogram"]
+            assert all(0.0 <= h[k] <= 100.0 for k in ("luminance", "contrast", "saturation", "mean")), (name, m)
+            assert h["mean"] == pytest.approx((h["luminance"] + h["contrast"] + h["saturation"]) / 3)
+            assert (v["paired"] is None) == (m == "ceiling")
+        # The agent's edits are kept as white-box sequences, one per test input.
+        seqs = sorted((out / name / "sequences").glob("*.json"))
+        assert [p.stem for p in seqs] == sorted(split["holdout_inputs"])
+        assert all(len(EditSequence.load(p).steps) == 5 for p in seqs)
+        sheet = cv2.imread(res["contact_sheet"])
+        # Columns: input (= identity), gimp_auto, histogram_match, libraw_like, agent, ground truth; rows: 2 tests.
+        assert sheet.shape[1] == 6 * 192 + 7 * 4
+        assert sheet.shape[0] == 22 + 2 * 144 + 3 * 4  # title strip, two 96x72 photos shown 192 wide
+    md = (out / "results.md").read_text()
+    assert "## Punchy (punchy: expressible by the 8 filters)" in md and "| ceiling |" in md
+    assert "## Teal & orange (teal_orange: not exactly expressible by the 8 filters)" in md
+
+
+def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp_path):
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["noir"], n_test=2, size=96,
+                         minutes=0.25, seed=4)
+    parts = BM.split(sorted(photo_dir.glob("*.png")), cfg.seed, cfg.n_test)
+    loaded = {k: BM.load_photos(v, cfg.size)[0] for k, v in parts.items()}
+    seen = {}
+
+    def trainer(job: BM.TrainingJob):
+        seen["job"] = job
+        from exposure_engine.agent.policy import Policy
+
+        return Policy.random(seed=1), {"trainer": "test"}
+
+    style = S.get("noir")
+    res = BM.run_style(style, loaded["train_inputs"], loaded["holdout_inputs"], loaded["targets"], cfg, trainer,
+                       log=lambda s: None)
+    job = seen["job"]
+    assert job.minutes == 0.25 and job.style == "noir" and len(job.inputs) == len(loaded["train_inputs"])
+    for t, p in zip(job.targets, loaded["targets"]):
+        np.testing.assert_array_equal(t, style.apply(BM.clean_linear(p.display)))
+    for x, p in zip(job.inputs, loaded["train_inputs"]):
+        clean = BM.clean_linear(p.display)
+        assert x.mean() < 0.75 * clean.mean()  # darkened by 0.5..2.5 EV: RAW-like, not the clean photo
+    assert res["training"]["trainer"] == "test"
+
+
+def test_the_ceiling_is_perfect_when_test_and_target_photos_coincide(tmp_path):
+    # With the style's own renders of the *same* photos as targets, the ceiling must be exactly 100 %.
+    photos = [BM.Photo(f"p{i}", photo(i)) for i in range(3)]
+    cfg = BM.BenchConfig(photos_dir=tmp_path, out_dir=tmp_path / "b", n_test=3, size=96)
+    res = BM.run_style(S.get("faded_matte"), [], photos, photos, cfg, None, log=lambda s: None)
+    assert res["methods"]["ceiling"]["histogram"]["mean"] == pytest.approx(100.0)
+    assert "agent" not in res["methods"]
+
+
+def test_bench_quality_refuses_too_few_photos_and_unknown_styles(tmp_path, capsys):
+    few = folder(tmp_path / "few", {"a": photo(1), "b": photo(2), "c": photo(3)})
+    assert main(["bench", "quality", "--photos-dir", str(few), "--out", str(tmp_path / "o")]) == 2
+    assert "at least 4 photos" in capsys.readouterr().err
+    assert main(["bench", "quality", "--photos-dir", str(few), "--out", str(tmp_path / "o"),
+                 "--styles", "sepia"]) == 2
+    assert "unknown style(s) sepia" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # runs the real training loop (data cache, networks, a model folder) for a few seconds
+def test_the_training_loop_plugs_into_the_bench(photo_dir, tmp_path):
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["punchy"], n_test=2, size=96,
+                         minutes=0.05, trainer="loop")
+    res = BM.run(cfg, log=lambda s: None)["styles"]["punchy"]
+    assert res["training"]["trainer"] == "loop" and res["training"]["recipe"] == "cpu-fast"
+    assert res["training"]["stopped_by"] in ("minutes", "iterations")
+    assert (tmp_path / "b" / "punchy" / "model").is_dir()  # the trained model folder, loadable by Policy.load
+    assert len(list((tmp_path / "b" / "punchy" / "sequences").glob("*.json"))) == 2
+
+
+def test_unknown_recipe_is_refused_before_any_work(photo_dir, tmp_path, capsys):
+    assert main(["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(tmp_path / "o"),
+                 "--trainer", "loop:turbo"]) == 2
+    assert "unknown recipe 'turbo'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
