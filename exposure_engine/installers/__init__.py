@@ -1,0 +1,1 @@
+"""Installers of the editor plug-ins: ``exposure_engine.installers.<editor>.install()`` / ``uninstall()``."""
