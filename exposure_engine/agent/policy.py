@@ -1,0 +1,283 @@
+"""Inference: a trained actor turned into edit sequences.
+
+A model folder (``models/NAME/``, docs/training.md) holds
+
+* ``policy.pt``   the actor's ``state_dict`` (float32; loaded with ``torch.load(weights_only=True)``);
+* ``config.json`` ``{"format": "exposure-engine-model", "version": 1, "name", "weights": "policy.pt",
+  "arch": {...}, "recipe": {...}, "training": {...}, "metrics": {...}}``;
+* ``model_card.md`` for people.
+
+:meth:`Policy.predict` runs the paper's test-time procedure on a 64x64 proxy: five steps, each choosing a filter
+(argmax of pi1 by default) and its parameters (pi2), with dropout ON so that different seeds give different,
+plausible variants (the paper's one-to-many). The randomness of a prediction comes only from its seed: each row of
+a batch draws its own dropout masks from its own generator, so a result does not depend on what else was in the
+batch, and ``seed`` / ``seed + i`` reproduce variant ``i``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import filters as F
+from ..sequence import EditSequence, Step
+from .networks import Actor, Arch, select_params
+
+MODEL_FORMAT = "exposure-engine-model"
+MODEL_VERSION = 1
+WEIGHTS_FILE = "policy.pt"
+STATE_SIZE = 64  # the side of the proxy states (the networks area-reduce them to arch.proxy themselves)
+CONFIG_FILE = "config.json"
+
+
+class ModelError(ValueError):
+    """A model folder or weights file that cannot be used; the message names the file and the reason."""
+
+
+@dataclass
+class Prediction:
+    """One predicted edit.
+
+    sequence:      the chosen steps (format v1); each step's meta has ``probabilities`` {filter: p} and ``label``.
+    probabilities: ``(n_steps, 8)`` pi1 at each step (before any reuse mask), filter order of ``F.FILTERS``.
+    proxies:       ``n_steps + 1`` states ``(64, 64, 3)`` float32: the input proxy, then after each step (unclipped;
+                   ``render(proxies[0], sequence, clip=False)`` reproduces ``proxies[-1]``).
+    seed:          the seed that reproduces this prediction.
+    """
+
+    sequence: EditSequence
+    probabilities: np.ndarray
+    proxies: list[np.ndarray] = field(repr=False)
+    seed: int = 0
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _state_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def resize_proxy(image: np.ndarray, size: int) -> np.ndarray:
+    """``(h, w, 3)`` linear float image -> ``(size, size, 3)`` float32 by area averaging (INTER_AREA).
+
+    Raises ValueError naming the problem for a wrong shape, an integer image or non-finite pixels."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"proxy must be an (h, w, 3) array, got {getattr(image, 'shape', type(image).__name__)}")
+    if image.dtype.kind != "f":
+        raise ValueError(f"proxy must hold linear float pixels, got {image.dtype} (decode with exposure_engine.imageio)")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"proxy is empty: {image.shape}")
+    x = np.asarray(image, np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("proxy has NaN or infinite pixels")
+    if x.shape[:2] == (size, size):
+        return np.ascontiguousarray(x)
+    import cv2
+
+    return cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class Policy:
+    """Inference wrapper around the actor, with its configuration (arch, recipe) and identity."""
+
+    def __init__(self, actor: Actor, *, name: str = "untrained", config: dict | None = None,
+                 content_hash: str | None = None, device: str | torch.device = "cpu"):
+        self.actor = actor.eval()
+        self.arch: Arch = actor.arch
+        self.name = name
+        self.config = dict(config or {})
+        self.content_hash = content_hash or _sha256_bytes(_state_bytes(actor.state_dict()))
+        self.device = torch.device(device)
+        self.actor.to(self.device)
+
+    # --- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def random(cls, seed: int = 0, **arch) -> "Policy":
+        """An untrained actor with a deterministic initialisation (for tests). ``arch``: :class:`Arch` fields."""
+        a = Arch.from_dict(arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            actor = Actor(a)
+        return cls(actor, name=f"random-{seed}", config={"arch": a.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Policy":
+        """Load a model folder (``models/NAME/``) or its weights file (config.json read from beside it)."""
+        path = Path(path)
+        if path.is_dir():
+            folder, weights = path, path / WEIGHTS_FILE
+            cfg_path = folder / CONFIG_FILE
+            if cfg_path.is_file():
+                try:
+                    weights = folder / json.loads(cfg_path.read_text()).get("weights", WEIGHTS_FILE)
+                except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                    raise ModelError(f"{cfg_path}: not a valid model config ({e})") from None
+        elif path.is_file():
+            folder, weights = path.parent, path
+        else:
+            raise ModelError(f"{path}: no such model folder or weights file")
+        config: dict = {}
+        cfg_path = folder / CONFIG_FILE
+        if cfg_path.is_file():
+            try:
+                config = json.loads(cfg_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ModelError(f"{cfg_path}: not valid JSON ({e})") from None
+            if not isinstance(config, dict) or config.get("format", MODEL_FORMAT) != MODEL_FORMAT:
+                raise ModelError(f"{cfg_path}: not an exposure-engine model config")
+            if int(config.get("version", MODEL_VERSION)) > MODEL_VERSION:
+                raise ModelError(f"{cfg_path}: model format version {config['version']} is newer than this "
+                                 f"engine supports ({MODEL_VERSION})")
+        if not weights.is_file():
+            raise ModelError(f"{weights}: weights file missing")
+        data = weights.read_bytes()
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types (pickle, zip, runtime) for a corrupt file
+            raise ModelError(f"{weights}: cannot read weights ({type(e).__name__}: {e})") from None
+        if isinstance(state, dict) and "actor" in state and isinstance(state["actor"], dict):
+            # A training checkpoint: take its actor and the config stored with it.
+            config = {**state.get("config", {}), **config}
+            state = state["actor"]
+        try:
+            arch = Arch.from_dict(config.get("arch", {}))
+            actor = Actor(arch)
+            actor.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"{weights}: weights do not match the architecture in {CONFIG_FILE} ({e})") from None
+        name = str(config.get("name") or folder.name)
+        return cls(actor, name=name, config=config, content_hash=_sha256_bytes(data), device=device)
+
+    def save(self, folder: str | os.PathLike, *, extra_config: dict | None = None) -> Path:
+        """Write ``policy.pt`` and ``config.json`` into ``folder`` (atomically: temp file + rename).
+        Updates ``content_hash`` to the written file's sha256. Returns the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu", torch.float32) for k, v in self.actor.state_dict().items()}
+        data = _state_bytes(state)
+        atomic_write(folder / WEIGHTS_FILE, data)
+        self.content_hash = _sha256_bytes(data)
+        cfg = {**self.config, **(extra_config or {})}
+        cfg.update({"format": MODEL_FORMAT, "version": MODEL_VERSION, "name": self.name, "weights": WEIGHTS_FILE,
+                    "sha256": self.content_hash, "arch": self.arch.to_dict()})
+        self.config = cfg
+        atomic_write(folder / CONFIG_FILE, (json.dumps(cfg, indent=2) + "\n").encode())
+        return folder
+
+    def to(self, device: str | torch.device) -> "Policy":
+        self.device = torch.device(device)
+        self.actor.to(self.device)
+        return self
+
+    # --- inference --------------------------------------------------------------------------------------------
+    def predict(self, proxy: np.ndarray, *, variants: int = 1, seed: int | None = None,
+                deterministic_choice: bool = True, allow_reuse: bool = False) -> list[Prediction]:
+        """Edit sequences for one image.
+
+        proxy: ``(h, w, 3)`` float32 linear RGB, any size (area-resized to a 64x64 state).
+        variants: how many predictions; variant ``i`` uses seed ``seed + i`` (dropout masks, and the filter draw
+            when ``deterministic_choice`` is False). ``seed=None`` draws a fresh random seed.
+        deterministic_choice: argmax of pi1 (the paper's test time) rather than a sample.
+        allow_reuse: let a filter appear twice (training penalises reuse; by default inference masks used filters).
+        """
+        if variants < 1:
+            raise ValueError(f"variants must be >= 1, got {variants}")
+        small = resize_proxy(proxy, STATE_SIZE)
+        base = secrets.randbits(31) if seed is None else int(seed)
+        return self.predict_batch(np.repeat(small[None], variants, 0), seeds=[base + i for i in range(variants)],
+                                  deterministic_choice=deterministic_choice, allow_reuse=allow_reuse)
+
+    @torch.inference_mode()
+    def predict_batch(self, proxies: np.ndarray | Sequence[np.ndarray], *, seeds: Sequence[int] | None = None,
+                      deterministic_choice: bool = True, allow_reuse: bool = False) -> list[Prediction]:
+        """Edit sequences for N proxies in one forward pass per step.
+
+        proxies: ``(N, 64, 64, 3)`` float32 linear RGB (or a list of ``(h, w, 3)`` arrays, resized here).
+        seeds: one per proxy (default: fresh random seeds). Row i's result equals ``predict(proxies[i], seed=seeds[i])``.
+        """
+        arch = self.arch
+        batch = np.stack([resize_proxy(p, STATE_SIZE) for p in proxies]) if len(proxies) else np.zeros((0,))
+        n = batch.shape[0]
+        if n == 0:
+            return []
+        seeds = [secrets.randbits(31) for _ in range(n)] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} proxies")
+        steps = arch.n_steps
+        # Per-row randomness, drawn up front: dropout masks for both trunks at every step, and a uniform per step.
+        keep = 1.0 - arch.dropout
+        masks = torch.empty(n, steps, 2, arch.flat)
+        uniforms = torch.empty(n, steps, dtype=torch.float64)
+        for i, s in enumerate(seeds):
+            g = torch.Generator().manual_seed(s)
+            masks[i] = (torch.rand(steps, 2, arch.flat, generator=g) < keep).float() / max(keep, 1e-12)
+            uniforms[i] = torch.rand(steps, generator=g, dtype=torch.float64)
+        masks, dev = masks.to(self.device), self.device
+
+        img = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(dev)
+        used = torch.zeros(n, F.N_FILTERS, device=dev)
+        states = [batch]
+        probs_all, choices, params = [], [], []
+        for t in range(steps):
+            step = torch.full((n,), t, dtype=torch.long, device=dev)
+            probs, packed_all = self.actor(img, step, used, masks=(masks[:, t, 0], masks[:, t, 1]))
+            choice = choose(probs, used, uniforms[:, t].to(dev), deterministic=deterministic_choice,
+                            allow_reuse=allow_reuse)
+            p = select_params(packed_all, choice)
+            img = F.apply_packed(img, choice, p)
+            used[torch.arange(n, device=dev), choice] = 1.0
+            states.append(img.permute(0, 2, 3, 1).float().cpu().numpy())
+            probs_all.append(probs.float().cpu().numpy())
+            choices.append(choice.cpu().numpy())
+            params.append(p.float().cpu().numpy())
+
+        out = []
+        for i in range(n):
+            pr = np.stack([pa[i] for pa in probs_all]).astype(np.float32)
+            seq_steps = []
+            for t in range(steps):
+                k = int(choices[t][i])
+                st = Step.from_packed(k, params[t][i])
+                st.meta = {"probabilities": {f.name: round(float(pr[t, f.index]), 6) for f in F.FILTERS},
+                           "label": st.label}
+                seq_steps.append(st)
+            seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash},
+                                           "seed": seeds[i]})
+            out.append(Prediction(seq, pr, [np.ascontiguousarray(s[i]) for s in states], seeds[i]))
+        return out
+
+
+def choose(probs: torch.Tensor, used: torch.Tensor, uniform: torch.Tensor, *, deterministic: bool,
+           allow_reuse: bool) -> torch.Tensor:
+    """Pick a filter per row: ``probs (B, 8)``, ``used (B, 8)`` flags, ``uniform (B,)`` in [0, 1) -> ``(B,)`` long.
+    Without reuse, used filters get probability 0 (renormalised)."""
+    p = probs if allow_reuse else probs * (1.0 - used)
+    if deterministic:
+        return p.argmax(1)
+    cdf = torch.cumsum(p.double(), 1)
+    cdf = cdf / cdf[:, -1:]
+    idx = torch.searchsorted(cdf, uniform.double()[:, None].to(cdf.device), right=True).squeeze(1)
+    return idx.clamp(max=F.N_FILTERS - 1)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never a torn file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

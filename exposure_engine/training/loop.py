@@ -1,0 +1,422 @@
+"""The training loop: Algorithm 1 of Hu et al. (TOG 2018) as the reference code runs it.
+
+Per iteration t of T:
+
+1. the critic D (WGAN with a one-sided gradient penalty) takes ``critic_steps`` steps on real target proxies
+   against finished (5-step) agent outputs from the image pool;
+2. a batch of states is drawn from the replay pool; the actor picks a filter for each (sampled from pi1) and
+   its parameters (pi2), giving s' = filter(s). The reward is
+   ``r = 0.05 (D(s') - D(s)) - overexposure(s') - (1 - t/T) 0.05 (ln 8 - H(pi1)) - 1.0 [filter reused]``,
+   ``Q = r + V(s')`` (V(s') = 0 after the last step), advantage ``A = Q - V(s)``;
+   value loss ``mean(A^2)``; actor loss ``mean(-Q - log pi1(a) A)``: the parameters get the deterministic policy
+   gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage;
+3. the stepped states go back to the pool; finished ones feed the critic's image pool.
+
+Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun, gloo) average gradients with an
+all-reduce after each backward; each draws its own data. Rank 0 writes atomic checkpoints (temp file +
+os.replace), the final model folder, ``history.json`` and the report plots.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import filters as F
+from ..agent.networks import MAX_ENTROPY, Actor, Arch, Discriminator, Value, apply_choice, entropy
+from ..agent.policy import STATE_SIZE, Policy, atomic_write
+from . import data as D
+from .recipes import Recipe
+from .replay import ImagePool, StatePool
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+LOG_EVERY = 10  # iterations averaged into one history row
+
+
+@dataclass
+class TrainConfig:
+    inputs: list[Path]
+    targets: list[Path]
+    out: Path
+    recipe: Recipe
+    unprocess: bool = False
+    minutes: float | None = None
+    iterations: int | None = None  # overrides recipe.iterations (also the length of the lr / entropy schedules)
+    seed: int = 0
+    resume: bool = False
+    checkpoint_every: int = 200
+    name: str | None = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # recorded in config.json (e.g. the data split)
+
+    @property
+    def total(self) -> int:
+        return int(self.iterations or self.recipe.iterations)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# distributed helpers (no-ops in a single process)
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _sync_grads(modules: list[torch.nn.Module], world: int) -> None:
+    """Average gradients over processes with one all-reduce (flattened) per call."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    params = [p for m in modules for p in m.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    off = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[off:off + n].view_as(p.grad))
+        off += n
+
+
+def _broadcast_params(modules: list[torch.nn.Module], world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def _any(flag: bool, world: int) -> bool:
+    """True on every rank if ``flag`` is True on any (so all ranks stop at the same iteration)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """Run a module without accumulating gradients into its parameters (gradients still flow to its input)."""
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    for m in modules:
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, fl in zip(modules, flags):
+            for p, f in zip(m.parameters(), fl):
+                p.requires_grad_(f)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the two updates
+
+
+def critic_loss(disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, gp_weight: float
+                ) -> tuple[torch.Tensor, dict]:
+    """WGAN critic loss with the one-sided gradient penalty on random interpolates (``(B,3,S,S)`` each)."""
+    d_real, d_fake = disc(real), disc(fake)
+    eps = torch.rand(real.shape[0], 1, 1, 1)
+    mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(disc(mix).sum(), mix, create_graph=True)
+    norm = grad.flatten(1).norm(dim=1)
+    gp = torch.clamp(norm - 1.0, min=0.0).pow(2).mean()
+    w = d_real.mean() - d_fake.mean()
+    return -w + gp_weight * gp, {"d_loss": 0.0, "wasserstein": float(w.detach()), "gp": float(gp.detach())}
+
+
+def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tensor, step: torch.Tensor,
+               used: torch.Tensor, recipe: Recipe, progress: float
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """One actor/value update's loss on a batch of states. Returns ``(loss, new_img, new_step, new_used, logs)``.
+
+    img ``(B,3,S,S)``, step ``(B,)`` long, used ``(B,8)``; ``progress`` = t / T in [0, 1]."""
+    b = img.shape[0]
+    probs, packed_all = actor(img, step, used)
+    choice = torch.multinomial(probs.detach(), 1).squeeze(1)
+    new_img = apply_choice(img, choice, packed_all)
+    rows = torch.arange(b)
+    reused = used[rows, choice]
+    new_used = used.clone()
+    new_used[rows, choice] = 1.0
+    new_step = step + 1
+    done = new_step >= recipe.n_steps
+
+    with torch.no_grad():
+        d_in = disc(img)
+    with frozen(disc, value):
+        d_out = disc(new_img)
+        v_next = value(new_img, new_step, new_used)
+    v_next = torch.where(done, torch.zeros_like(v_next), v_next)
+    over = torch.clamp(new_img - 1.0, min=0.0).pow(2).flatten(1).mean(1)
+    ent = entropy(probs)
+    ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
+    reward = (recipe.reward_scale * (d_out - d_in) - recipe.overexposure_weight * over - ent_pen
+              - recipe.reuse_penalty * reused)
+    q = reward + v_next
+    v = value(img, step, used)
+    adv = q.detach() - v
+    value_loss = adv.pow(2).mean()
+    logp = torch.log(probs[rows, choice])
+    actor_loss = (-q - logp * adv.detach()).mean()
+    logs = {"actor_loss": float(actor_loss.detach()), "value_loss": float(value_loss.detach()),
+            "reward": float(reward.detach().mean()), "d_gain": float((d_out - d_in).detach().mean()),
+            "overexposure": float(over.detach().mean()), "entropy": float(ent.detach().mean()),
+            "reuse": float(reused.mean()), "usage": np.bincount(choice.numpy(), minlength=F.N_FILTERS).tolist()}
+    return actor_loss + value_loss, new_img.detach(), new_step, new_used, logs
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _lr(recipe: Recipe, progress: float) -> float:
+    return recipe.lr_d * recipe.lr_decay ** progress
+
+
+def _finish_episodes(actor: Actor, images: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """Run fresh inputs through whole episodes without gradients (to seed the critic's image pool)."""
+    with torch.no_grad():
+        b = images.shape[0]
+        step = torch.zeros(b, dtype=torch.long)
+        used = torch.zeros(b, F.N_FILTERS)
+        for t in range(n_steps):
+            probs, packed_all = actor(images, step, used)
+            choice = torch.multinomial(probs, 1).squeeze(1)
+            images = apply_choice(images, choice, packed_all)
+            used[torch.arange(b), choice] = 1.0
+            step = step + 1
+    return images
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) and write the model folder ``cfg.out``. Returns a summary dict."""
+    t_start = time.monotonic()
+    rank, world = _world()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    recipe = cfg.recipe
+    torch.set_num_threads(max(1, recipe.threads))
+    if recipe.threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and rank == 0:
+        print("note: on a busy machine set OMP_WAIT_POLICY=PASSIVE before starting (docs/training.md: threads)",
+              file=sys.stderr)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    T = cfg.total
+    arch = Arch.from_dict(recipe.arch_dict())
+    is_main = rank == 0
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if is_main else (lambda *a: None)
+
+    # ---- data (rank 0 fills the cache first; the others then read it) ----
+    def build():
+        ins = D.build_crops(cfg.inputs, "input", cache_dir=out / "cache", seed=cfg.seed, unprocess=cfg.unprocess,
+                            progress=cfg.progress and is_main)
+        tgs = D.build_crops(cfg.targets, "target", cache_dir=out / "cache", seed=cfg.seed,
+                            progress=cfg.progress and is_main)
+        return ins, tgs
+
+    if world > 1:
+        import torch.distributed as dist
+
+        if is_main:
+            inputs, targets = build()
+        dist.barrier()
+        if not is_main:
+            inputs, targets = build()
+    else:
+        inputs, targets = build()
+    for s in inputs.skipped + targets.skipped:
+        log(f"skipped {s}")
+    log(f"data: {len(inputs.files)} inputs ({inputs.crops.shape[0]} crops), {len(targets.files)} targets "
+        f"({targets.crops.shape[0]} crops)")
+
+    rng = np.random.default_rng([cfg.seed, rank])
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    in_sampler = D.ProxySampler(inputs.crops, STATE_SIZE, rng)
+    tg_sampler = D.ProxySampler(targets.crops, STATE_SIZE, rng)
+    batch = max(1, recipe.batch // world)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank (then broadcast anyway)
+        actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+    actor.train()
+    _broadcast_params([actor, value, disc], world)
+    betas = tuple(recipe.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=recipe.lr_d, betas=betas)
+    opt_a = torch.optim.Adam(actor.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio, betas=betas)
+    opt_v = torch.optim.Adam(value.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio * recipe.value_lr_ratio,
+                             betas=betas)
+    pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng)
+    fakes = ImagePool(recipe.fake_pool_size, rng)
+    history: list[dict] = []
+    monitor: list[dict] = []
+    start_iter, elapsed_before = 0, 0.0
+
+    ckpt_path = out / CHECKPOINT
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if Recipe.from_dict(ck["recipe"]).widths != recipe.widths:
+            raise ValueError(f"{ckpt_path}: checkpoint was trained with recipe {ck['recipe']['name']!r}, "
+                             f"not {recipe.name!r}")
+        actor.load_state_dict(ck["actor"]), value.load_state_dict(ck["value"]), disc.load_state_dict(ck["disc"])
+        opt_a.load_state_dict(ck["opt_actor"]), opt_v.load_state_dict(ck["opt_value"])
+        opt_d.load_state_dict(ck["opt_disc"])
+        pool.load_state_dict(ck["pool"]), fakes.load_state_dict(ck["fakes"])
+        history, monitor = ck["history"], ck.get("monitor", [])
+        start_iter, elapsed_before = int(ck["iteration"]), float(ck.get("elapsed", 0.0))
+        if "torch_rng" in ck and world == 1:
+            torch.set_rng_state(ck["torch_rng"])
+            rng.bit_generator.state = ck["np_rng"]
+        _broadcast_params([actor, value, disc], world)
+        log(f"resumed from {ckpt_path} at iteration {start_iter}")
+    elif cfg.resume:
+        log(f"--resume: no checkpoint in {out}, starting from scratch")
+    if len(fakes) == 0:
+        fakes.add(_finish_episodes(actor, in_sampler.sample(recipe.fake_pool_size), recipe.n_steps))
+
+    # fixed monitor set: input and target proxies (centre crops) for the histogram-intersection curve
+    mon_in = inputs.crops[:: max(1, len(inputs.crops) // 64)][:64]
+    mon_tg = targets.crops[:: max(1, len(targets.crops) // 256)][:256]
+    c0 = (D.CROP_SIDE - 64) // 2
+    mon_in = np.ascontiguousarray(mon_in[:, c0:c0 + 64, c0:c0 + 64])
+    mon_tg = np.ascontiguousarray(mon_tg[:, c0:c0 + 64, c0:c0 + 64])
+
+    def checkpoint(iteration: int) -> None:
+        if not is_main:
+            return
+        state = {"actor": actor.state_dict(), "value": value.state_dict(), "disc": disc.state_dict(),
+                 "opt_actor": opt_a.state_dict(), "opt_value": opt_v.state_dict(), "opt_disc": opt_d.state_dict(),
+                 "pool": pool.state_dict(), "fakes": fakes.state_dict(), "history": history, "monitor": monitor,
+                 "iteration": iteration, "elapsed": elapsed_before + time.monotonic() - t_start,
+                 "recipe": recipe.to_dict(), "config": {"arch": arch.to_dict(), "recipe": recipe.to_dict()},
+                 "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state, "seed": cfg.seed}
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(ckpt_path, buf.getvalue())
+
+    def run_monitor(iteration: int) -> None:
+        from .report import proxy_histogram_intersection
+
+        pol = Policy(actor, name="monitor")
+        preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
+        actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
+        outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
+        hi = proxy_histogram_intersection(outs, mon_tg)
+        monitor.append({"iteration": iteration, **hi})
+
+    from tqdm import tqdm
+
+    deadline = None if cfg.minutes is None else t_start + 60.0 * cfg.minutes
+    bar = tqdm(total=T, initial=start_iter, desc="training", unit="it", disable=not (cfg.progress and is_main),
+               dynamic_ncols=True, smoothing=0.05)
+    acc: list[dict] = []
+    it = start_iter
+    stopped_by = "iterations"
+    while it < T:
+        if _any(deadline is not None and time.monotonic() > deadline, world):
+            stopped_by = "minutes"
+            break
+        progress = it / T
+        lr = _lr(recipe, progress)
+        for g in opt_d.param_groups:
+            g["lr"] = lr
+        for g in opt_a.param_groups:
+            g["lr"] = lr * recipe.actor_lr_ratio
+        for g in opt_v.param_groups:
+            g["lr"] = lr * recipe.actor_lr_ratio * recipe.value_lr_ratio
+
+        n_critic = recipe.critic_steps_boost if (it < recipe.boost_first or it % recipe.boost_every == 0) \
+            else recipe.critic_steps
+        for _ in range(n_critic):
+            loss_d, dlogs = critic_loss(disc, tg_sampler.sample(batch), fakes.sample(batch), recipe.gp_weight)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            _sync_grads([disc], world)
+            opt_d.step()
+            dlogs["d_loss"] = float(loss_d.detach())
+
+        idx, img, step, used = pool.sample(batch)
+        loss, new_img, new_step, new_used, alogs = agent_step(actor, value, disc, img, step, used, recipe, progress)
+        opt_a.zero_grad(set_to_none=True)
+        opt_v.zero_grad(set_to_none=True)
+        loss.backward()
+        _sync_grads([actor, value], world)
+        opt_a.step()
+        opt_v.step()
+        fakes.add(pool.put_back(idx, new_img, new_step, new_used))
+        it += 1
+
+        acc.append({**dlogs, **alogs})
+        if it % LOG_EVERY == 0 or it == T:
+            row = {"iteration": it, "seconds": round(elapsed_before + time.monotonic() - t_start, 2), "lr_d": lr}
+            for k in acc[0]:
+                if k == "usage":
+                    row[k] = np.sum([a[k] for a in acc], 0).tolist()
+                else:
+                    row[k] = float(np.mean([a[k] for a in acc]))
+            history.append(row)
+            acc = []
+            post = {"W": f"{row['wasserstein']:.3f}", "A": f"{row['actor_loss']:.3f}",
+                    "V": f"{row['value_loss']:.4f}", "R": f"{row['reward']:.4f}"}
+            if monitor:
+                post["HI"] = f"{monitor[-1]['mean']:.3f}"
+            if deadline is not None:
+                post["left"] = f"{max(0.0, deadline - time.monotonic()) / 60:.1f}m"
+            bar.set_postfix(post, refresh=False)
+        if is_main and recipe.monitor_every and it % recipe.monitor_every == 0:
+            run_monitor(it)
+        if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
+            checkpoint(it)
+        bar.update(1)
+    bar.close()
+
+    from ..agent.policy import _sha256_bytes, _state_bytes
+
+    # The final actor's hash: equal on every rank when the gradient all-reduce kept the replicas in sync.
+    summary = {"iterations": it, "stopped_by": stopped_by, "world_size": world,
+               "seconds": round(elapsed_before + time.monotonic() - t_start, 1),
+               "actor_sha256": _sha256_bytes(_state_bytes(actor.state_dict()))}
+    if is_main:
+        if not monitor or monitor[-1]["iteration"] != it:
+            run_monitor(it)
+        checkpoint(it)
+        name = cfg.name or out.name
+        pol = Policy(actor, name=name, config={"recipe": recipe.to_dict()})
+        training = {**{k: v for k, v in summary.items() if k != "actor_sha256"}, "seed": cfg.seed, "unprocess": cfg.unprocess,
+                    "n_input_files": len(inputs.files), "n_target_files": len(targets.files),
+                    "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__, **cfg.extra}
+        pol.save(out, extra_config={"training": training,
+                                    "metrics": {"monitor_histogram_intersection": monitor[-1] if monitor else None}})
+        atomic_write(out / HISTORY, json.dumps({"history": history, "monitor": monitor}, indent=1).encode())
+        try:
+            from .report import write_report
+
+            write_report(history, monitor, out / "report")
+        except Exception as e:  # a plotting failure must not lose a finished training run
+            log(f"report not written: {type(e).__name__}: {e}")
+        log(f"done: {it} iterations in {summary['seconds']} s ({stopped_by}); model in {out}")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,108 @@
+"""Named training configurations.
+
+``paper``    the reference hyper-parameters (Hu et al. 2018, Algorithm 1 as the reference code runs it):
+             trunk 32-64-128-256, batch 64, 20,000 iterations, 5 critic steps (100 for the first 10 iterations and
+             every 500th), lr_D = 5e-5 * 0.1^(3t/T), lr_actor = 0.3 lr_D, lr_value = 10 lr_actor. About 2.1 s per
+             iteration on a 2-core CPU (~11.7 h): a GPU recipe.
+``cpu-fast`` what trains a style in about 30 minutes on 2 CPU cores: trunk 16-32-64-128, batch 32, 2 critic steps,
+             fewer iterations with proportionally higher learning rates (docs/training.md has the measurements).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    proxy: int = 64
+    head_hidden: int = 128
+    dropout: float = 0.5
+    n_steps: int = 5
+    batch: int = 64
+    iterations: int = 20_000
+    critic_steps: int = 5
+    critic_steps_boost: int = 100  # critic steps in the first `boost_first` iterations and every `boost_every`-th
+    boost_first: int = 10
+    boost_every: int = 500
+    lr_d: float = 5e-5
+    lr_decay: float = 0.1 ** 3  # lr(t) = lr * lr_decay^(t / iterations)
+    actor_lr_ratio: float = 0.3
+    value_lr_ratio: float = 10.0  # relative to the actor's
+    betas: tuple[float, float] = (0.5, 0.9)
+    gp_weight: float = 10.0
+    reward_scale: float = 0.05  # reward = reward_scale * (D(out) - D(in)) - penalties
+    overexposure_weight: float = 1.0
+    entropy_weight: float = 0.05  # decays linearly to 0 over training
+    reuse_penalty: float = 1.0
+    pool_size: int = 128  # replay pool of unfinished states
+    fake_pool_size: int = 256  # recent finished images the critic sees as fakes
+    threads: int = 2  # torch intra-op threads per process (OMP_WAIT_POLICY=PASSIVE is set by the command)
+    monitor_every: int = 100  # iterations between histogram-intersection checks on held-out proxies
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("widths", "betas"):
+            if k in known:
+                known[k] = tuple(known[k])
+        return cls(**known)
+
+    def arch_dict(self) -> dict:
+        return {"widths": list(self.widths), "proxy": self.proxy, "head_hidden": self.head_hidden,
+                "dropout": self.dropout, "n_steps": self.n_steps}
+
+
+PAPER = Recipe(name="paper")
+
+CPU_FAST = Recipe(
+    name="cpu-fast",
+    widths=(16, 32, 64, 128),
+    proxy=32,  # networks see the 64x64 states area-reduced to 32x32: ~2.5x cheaper per iteration
+    batch=32,
+    iterations=3_000,
+    critic_steps=2,
+    critic_steps_boost=20,
+    boost_every=250,
+    # ~7x fewer iterations than the paper: learning rates scaled up so the critic and the actor still move;
+    # the same 0.1^3 decay over the (shorter) run.
+    lr_d=3e-4,
+    pool_size=128,
+    fake_pool_size=128,
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (PAPER, CPU_FAST)}
+
+
+def get(name: str, **overrides) -> Recipe:
+    """A named recipe, or a JSON file of Recipe fields (``{"base": "cpu-fast", "batch": 16, ...}``: fields not
+    given come from ``base``, default "cpu-fast"), with optional overrides."""
+    if name.endswith(".json"):
+        import json
+        from pathlib import Path
+
+        try:
+            d = json.loads(Path(name).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise KeyError(f"recipe file {name}: {e}") from None
+        if not isinstance(d, dict):
+            raise KeyError(f"recipe file {name}: expected a JSON object")
+        unknown = set(d) - set(Recipe.__dataclass_fields__) - {"base"}
+        if unknown:
+            raise KeyError(f"recipe file {name}: unknown fields {', '.join(sorted(unknown))}")
+        base = get(d.pop("base", "cpu-fast"))
+        merged = {**base.to_dict(), "name": Path(name).stem, **d}
+        r = Recipe.from_dict(merged)
+    else:
+        try:
+            r = RECIPES[name]
+        except KeyError:
+            raise KeyError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)} (or a .json file)") from None
+    return replace(r, **overrides) if overrides else r

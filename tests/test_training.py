@@ -1,0 +1,382 @@
+"""Training: data and cache, replay memory, the two updates, the loop end to end, resume after kill -9, and
+two processes through torchrun. Everything runs a tiny architecture on synthetic photos written by the tests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from exposure_engine import filters as F
+from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value
+from exposure_engine.agent.policy import Policy
+from exposure_engine.cli import main as cli_main
+from exposure_engine.training import data as D
+from exposure_engine.training import recipes
+from exposure_engine.training.loop import TrainConfig, agent_step, critic_loss, train
+from exposure_engine.training.replay import ImagePool, StatePool
+from exposure_engine.training.report import proxy_histogram_intersection, write_report
+
+TINY = dict(widths=(4, 8, 8, 8), proxy=16, head_hidden=16, batch=4, critic_steps=1, critic_steps_boost=2,
+            boost_first=1, boost_every=1000, pool_size=8, fake_pool_size=8, threads=1, monitor_every=3)
+TINY_RECIPE = recipes.get("cpu-fast", **TINY)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scene(seed: int, h: int = 60, w: int = 90) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin(xx / 7.0 + seed)], -1)
+    return np.clip(base * rng.uniform(0.5, 1.0, 3) + 0.03 * rng.standard_normal((h, w, 3)), 0, 1)
+
+
+def write_folders(root: Path, n_inputs: int = 3, n_targets: int = 3) -> tuple[Path, Path]:
+    """Inputs as linear 16-bit TIFFs (dark), targets as bright 8-bit PNGs."""
+    ins, tgs = root / "inputs", root / "targets"
+    ins.mkdir(parents=True)
+    tgs.mkdir(parents=True)
+    for i in range(n_inputs):
+        tifffile.imwrite(ins / f"in{i}.tif", np.round(_scene(i) * 0.15 * 65535).astype(np.uint16))
+    for i in range(n_targets):
+        cv2.imwrite(str(tgs / f"t{i}.png"), np.round(_scene(100 + i)[..., ::-1] * 255).astype(np.uint8))
+    return ins, tgs
+
+
+def tiny_recipe_file(path: Path, **extra) -> Path:
+    d = {"base": "cpu-fast", **{k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}, **extra}
+    path.write_text(json.dumps(d))
+    return path
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# --- recipes ---------------------------------------------------------------------------------------------------
+
+
+def test_paper_recipe_holds_the_reference_hyper_parameters():
+    p = recipes.get("paper")
+    assert (p.widths, p.proxy, p.batch, p.iterations, p.critic_steps, p.critic_steps_boost) == \
+        ((32, 64, 128, 256), 64, 64, 20_000, 5, 100)
+    assert (p.lr_d, p.actor_lr_ratio, p.value_lr_ratio, p.betas, p.gp_weight) == (5e-5, 0.3, 10.0, (0.5, 0.9), 10.0)
+    assert (p.reward_scale, p.entropy_weight, p.reuse_penalty, p.n_steps, p.dropout) == (0.05, 0.05, 1.0, 5, 0.5)
+
+
+def test_recipe_file_overrides_a_base_and_rejects_unknown_fields(tmp_path):
+    r = recipes.get(str(tiny_recipe_file(tmp_path / "tiny.json")))
+    assert r.widths == (4, 8, 8, 8) and r.lr_d == recipes.CPU_FAST.lr_d and r.name == "tiny"
+    (tmp_path / "bad.json").write_text('{"batchsize": 3}')
+    with pytest.raises(KeyError, match="batchsize"):
+        recipes.get(str(tmp_path / "bad.json"))
+    with pytest.raises(KeyError, match="unknown recipe"):
+        recipes.get("fastest")
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+
+
+def test_crops_are_cached_by_file_hash_and_reused(tmp_path, monkeypatch):
+    ins, tgs = write_folders(tmp_path)
+    files = D.list_images(ins)
+    a = D.build_crops(files, "input", cache_dir=tmp_path / "cache", seed=0, progress=False)
+    assert a.crops.shape == (3 * 4, 80, 80, 3) and a.crops.dtype == np.float32
+    assert len(list((tmp_path / "cache").glob("input-*.npz"))) == 3
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(D, "load_input", no_decoding)
+    b = D.build_crops(files, "input", cache_dir=tmp_path / "cache", seed=0, progress=False)
+    np.testing.assert_array_equal(a.crops, b.crops)
+
+
+def test_linear_tiff_inputs_are_read_as_linear_and_targets_stay_display_encoded(tmp_path):
+    ins, tgs = write_folders(tmp_path, 1, 1)
+    lin = D.load_input(ins / "in0.tif", unprocess_seed=None)
+    np.testing.assert_allclose(lin, _scene(0) * 0.15, atol=1 / 65535)
+    tgt = D.load_target(tgs / "t0.png")
+    np.testing.assert_allclose(tgt, _scene(100), atol=1 / 255)
+
+
+def test_raw_inputs_are_developed_linearly_by_libraw(tmp_path):
+    from imagegen import write_test_dng
+
+    scene = (_scene(3, 64, 96) * 0.3).astype(np.float32)
+    write_test_dng(tmp_path / "x.dng", scene)
+    lin = D.load_input(tmp_path / "x.dng", unprocess_seed=None)
+    assert lin.shape == (32, 48, 3)  # half size
+    # linear development: the mean level of each channel comes back (demosaicing and WB differences aside)
+    np.testing.assert_allclose(lin.reshape(-1, 3).mean(0), scene.reshape(-1, 3).mean(0), rtol=0.08)
+
+
+def test_a_photo_input_needs_unprocess_and_a_broken_file_is_skipped_with_its_reason(tmp_path):
+    ins, tgs = write_folders(tmp_path, 1, 2)
+    with pytest.raises(D.DataError, match=r"t0\.png.*--unprocess"):
+        D.load_input(tgs / "t0.png", unprocess_seed=None)
+    unproc = D.load_input(tgs / "t0.png", unprocess_seed=1)
+    assert unproc.mean() < D.srgb_to_linear(D.load_target(tgs / "t0.png")).mean()
+    (tgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
+    assert len(ds.files) == 2 and len(ds.skipped) == 1 and "broken.png" in ds.skipped[0]
+    (tgs / "t0.png").unlink()
+    (tgs / "t1.png").unlink()
+    with pytest.raises(D.DataError, match="no usable target"):
+        D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
+
+
+def test_split_is_seeded_disjoint_and_holds_out_evaluation_inputs():
+    files = [Path(f"p{i:03d}.jpg") for i in range(50)]
+    a, b = D.split_photos(files, 0, 5), D.split_photos(files, 0, 5)
+    assert a == b
+    assert len(a["holdout_inputs"]) == 5 and len(a["train_inputs"]) == 20 and len(a["targets"]) == 25
+    groups = [set(v) for v in a.values()]
+    assert sum(len(g) for g in groups) == 50 and len(set().union(*groups)) == 50
+    assert D.split_photos(files, 1, 5) != a
+
+
+def test_proxy_sampler_returns_64x64_windows_of_the_crops_possibly_flipped():
+    rng = np.random.default_rng(0)
+    crops = rng.random((2, 80, 80, 3)).astype(np.float32)
+    s = D.ProxySampler(crops, 64, rng)
+    batch = s.sample(16)
+    assert batch.shape == (16, 3, 64, 64)
+    src = torch.from_numpy(crops.transpose(0, 3, 1, 2))
+    for img in batch:
+        found = any(torch.equal(img, w) or torch.equal(img.flip(-1), w)
+                    for c in src for y in range(17) for x in range(17) for w in [c[:, y:y + 64, x:x + 64]])
+        assert found
+
+
+# --- replay memory --------------------------------------------------------------------------------------------
+
+
+def test_state_pool_replaces_finished_states_with_fresh_inputs():
+    rng = np.random.default_rng(0)
+    fresh = lambda n: torch.full((n, 3, 4, 4), 0.1)
+    pool = StatePool(6, fresh, n_steps=5, rng=rng)
+    idx, img, step, used = pool.sample(3)
+    assert (step == 0).all() and (used == 0).all()
+    new_step = torch.tensor([1, 5, 5])
+    new_used = torch.zeros(3, 8)
+    new_used[:, 2] = 1
+    finished = pool.put_back(idx, torch.full((3, 3, 4, 4), 0.7), new_step, new_used)
+    assert finished.shape == (2, 3, 4, 4) and torch.allclose(finished, torch.tensor(0.7))
+    assert pool.step[idx[0]] == 1 and pool.used[idx[0], 2] == 1 and torch.allclose(pool.images[idx[0]], torch.tensor(0.7))
+    for i in idx[1:]:  # finished: a fresh state again
+        assert pool.step[i] == 0 and pool.used[i].sum() == 0 and torch.allclose(pool.images[i], torch.tensor(0.1))
+
+
+def test_image_pool_keeps_the_most_recent_images():
+    pool = ImagePool(3, np.random.default_rng(0))
+    with pytest.raises(RuntimeError):
+        pool.sample(1)
+    pool.add(torch.arange(5.0).reshape(5, 1, 1, 1))
+    assert len(pool) == 3
+    assert set(pool.sample(50).flatten().tolist()) == {2.0, 3.0, 4.0}
+
+
+# --- the updates ----------------------------------------------------------------------------------------------
+
+
+def test_critic_learns_to_score_targets_above_fakes():
+    torch.manual_seed(0)
+    arch = Arch.from_dict(recipes.get("cpu-fast", **TINY).arch_dict())
+    disc = Discriminator(arch)
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    real = torch.rand(8, 3, 32, 32) * 0.3 + 0.6  # bright (the networks accept any square size)
+    fake = torch.rand(8, 3, 32, 32) * 0.1  # dark
+    for _ in range(25):
+        loss, logs = critic_loss(disc, real, fake, 10.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert logs["wasserstein"] > 0 and float(disc(real).mean()) > float(disc(fake).mean())
+
+
+def _zero_critic(arch: Arch) -> Discriminator:
+    d = Discriminator(arch)
+    for p in d.parameters():
+        torch.nn.init.zeros_(p)
+    return d
+
+
+def test_reusing_a_filter_costs_one_in_reward():
+    torch.manual_seed(0)
+    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    actor, value, disc = Actor(arch), Value(arch), _zero_critic(arch)  # D constant: no critic reward
+    img = torch.rand(16, 3, 64, 64) * 0.2
+    step = torch.full((16,), 2, dtype=torch.long)
+    _, _, _, _, fresh = agent_step(actor, value, disc, img, step, torch.zeros(16, 8), TINY_RECIPE, 0.5)
+    _, _, _, _, reused = agent_step(actor, value, disc, img, step, torch.ones(16, 8), TINY_RECIPE, 0.5)
+    assert fresh["reuse"] == 0 and reused["reuse"] == 1
+    # entropy penalty <= 0.5 * 0.05 * ln 8 ~ 0.052; no over-exposure on a dark image
+    assert -0.06 < fresh["reward"] <= 0 and -1.06 < reused["reward"] <= -1.0
+
+
+def test_agent_step_trains_actor_and_value_but_never_the_critic():
+    torch.manual_seed(1)
+    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+    img = torch.rand(8, 3, 64, 64) * 0.2
+    loss, new_img, new_step, new_used, logs = agent_step(actor, value, disc, img, torch.zeros(8, dtype=torch.long),
+                                                         torch.zeros(8, 8), TINY_RECIPE, 0.0)
+    loss.backward()
+    assert all(p.grad is None for p in disc.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.heads.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.select.parameters())
+    assert all(p.grad is not None for p in value.parameters())
+    assert (new_step == 1).all() and (new_used.sum(1) == 1).all() and not new_img.requires_grad
+    assert sum(logs["usage"]) == 8
+
+
+# --- the loop -------------------------------------------------------------------------------------------------
+
+
+def _tiny_config(tmp_path: Path, out: str, iterations: int) -> TrainConfig:
+    ins, tgs = tmp_path / "inputs", tmp_path / "targets"
+    if not ins.exists():
+        write_folders(tmp_path)
+    return TrainConfig(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / out, recipe=TINY_RECIPE,
+                       iterations=iterations, seed=0, checkpoint_every=5, progress=False, name="tiny")
+
+
+def test_training_end_to_end_writes_a_loadable_model_history_and_report(tmp_path):
+    summary = train(_tiny_config(tmp_path, "m", 6))
+    assert {k: summary[k] for k in ("iterations", "stopped_by", "world_size")} == \
+        {"iterations": 6, "stopped_by": "iterations", "world_size": 1}
+    out = tmp_path / "m"
+    pol = Policy.load(out)
+    assert pol.name == "tiny" and pol.arch.widths == (4, 8, 8, 8)
+    cfg_json = json.loads((out / "config.json").read_text())
+    assert cfg_json["recipe"]["widths"] == [4, 8, 8, 8] and cfg_json["training"]["iterations"] == 6
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 6
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["iteration"] for h in hist["history"]] == [6]
+    assert sum(hist["history"][0]["usage"]) == 6 * 4  # one choice per state of the batch per iteration
+    assert [m["iteration"] for m in hist["monitor"]] == [3, 6]
+    assert {p.name for p in (out / "report").iterdir()} == {"losses.png", "reward.png", "filter_usage.png",
+                                                            "histogram_intersection.png"}
+    assert len(pol.predict(np.full((20, 20, 3), 0.1, np.float32), seed=0)[0].sequence.steps) == 5
+
+
+@pytest.mark.slow
+def test_the_same_seed_trains_the_same_model(tmp_path):
+    a = train(_tiny_config(tmp_path, "a", 4))
+    b = train(_tiny_config(tmp_path, "b", 4))
+    assert a["actor_sha256"] == b["actor_sha256"]
+    assert Policy.load(tmp_path / "a").content_hash == Policy.load(tmp_path / "b").content_hash
+
+
+def test_minutes_budget_stops_early_and_still_saves(tmp_path):
+    ins, tgs = write_folders(tmp_path)
+    cfg = TrainConfig(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=TINY_RECIPE,
+                      iterations=10_000, minutes=0.0, progress=False)
+    summary = train(cfg)
+    assert summary["stopped_by"] == "minutes" and summary["iterations"] == 0
+    assert (tmp_path / "m" / "policy.pt").is_file()
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    ins, tgs = write_folders(tmp_path)
+    assert cli_main(["train", "--inputs", str(tmp_path / "nope"), "--targets", str(tgs), "--out", str(tmp_path / "o")]) == 2
+    assert "nope: not a folder" in capsys.readouterr().err
+    assert cli_main(["train", "--inputs", str(ins), "--targets", str(tgs), "--out", str(tmp_path / "o"),
+                     "--recipe", "fastest"]) == 2
+    assert "unknown recipe 'fastest'" in capsys.readouterr().err
+    # ordinary photos as inputs without --unprocess: every file is skipped, the error says why
+    assert cli_main(["train", "--inputs", str(tgs), "--targets", str(tgs), "--out", str(tmp_path / "o"),
+                     "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--no-progress"]) == 2
+    assert "--unprocess" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_continues_the_iteration_counter(tmp_path):
+    ins, tgs = write_folders(tmp_path)
+    recipe = tiny_recipe_file(tmp_path / "r.json", monitor_every=0)
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "exposure_engine.cli", "train", "--inputs", str(ins), "--targets", str(tgs),
+           "--out", str(out), "--recipe", str(recipe), "--iterations", "100000", "--checkpoint-every", "3",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        # wait for a checkpoint beyond the first one, so that the kill lands mid-run
+        while time.monotonic() < deadline:
+            if (out / "checkpoint.pt").is_file():
+                ck = torch.load(out / "checkpoint.pt", weights_only=False)
+                if ck["iteration"] >= 6:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.5)
+        else:
+            pytest.fail("no checkpoint within 240 s")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["iteration"]
+    assert saved >= 6 and saved % 3 == 0
+    assert not (out / "policy.pt").exists()  # it really died before finishing
+    target = saved + 4
+    res = subprocess.run(cmd[:cmd.index("--iterations")] + ["--iterations", str(target), "--checkpoint-every", "3",
+                                                            "--no-progress", "--resume"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"resumed from {out / 'checkpoint.pt'} at iteration {saved}" in res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["iterations"] == target
+    hist = json.loads((out / "history.json").read_text())["history"]
+    its = [h["iteration"] for h in hist]
+    assert its == sorted(its) and its[-1] == target
+    assert json.loads((out / "config.json").read_text())["training"]["iterations"] == target
+
+
+@pytest.mark.slow
+def test_two_processes_through_torchrun_train_one_model(tmp_path):
+    ins, tgs = write_folders(tmp_path)
+    recipe = tiny_recipe_file(tmp_path / "r.json", monitor_every=0, batch=8)
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "exposure_engine.cli", "train", "--inputs", str(ins), "--targets", str(tgs), "--out", str(out),
+           "--recipe", str(recipe), "--iterations", "6", "--no-progress"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summaries = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 2 and all(s["world_size"] == 2 and s["iterations"] == 6 for s in summaries)
+    # each process drew different data, yet the averaged gradients keep the two replicas identical
+    assert summaries[0]["actor_sha256"] == summaries[1]["actor_sha256"]
+    assert Policy.load(out).config["training"]["world_size"] == 2
+    # each process steps half of the batch (8 // 2 = 4 states); rank 0's history counts its own choices
+    hist = json.loads((out / "history.json").read_text())["history"]
+    assert sum(sum(h["usage"]) for h in hist) == 6 * 4
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def test_histogram_intersection_monitor_is_one_for_the_same_set_and_zero_for_disjoint_sets():
+    rng = np.random.default_rng(0)
+    a = rng.random((20, 8, 8, 3)).astype(np.float32)
+    assert proxy_histogram_intersection(a, a)["mean"] == pytest.approx(1.0)
+    dark, bright = np.full((5, 8, 8, 3), 0.05, np.float32), np.full((5, 8, 8, 3), 0.95, np.float32)
+    assert proxy_histogram_intersection(dark, bright)["luminance"] == 0.0
+
+
+def test_report_writes_the_four_plots(tmp_path):
+    hist = [{"iteration": i, "wasserstein": 0.1, "actor_loss": -0.1, "value_loss": 0.01, "reward": 0.0,
+             "d_gain": 0.0, "entropy": 2.0, "reuse": 0.1, "overexposure": 0.0, "usage": [1] * 8} for i in range(10, 60, 10)]
+    mon = [{"iteration": 50, "luminance": 0.5, "contrast": 0.5, "saturation": 0.5, "mean": 0.5}]
+    paths = write_report(hist, mon, tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
