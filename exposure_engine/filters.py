@@ -6,7 +6,9 @@ Each filter is defined once, here, with everything the rest of the engine needs:
 * ``n_raw``                  how many raw outputs the policy head produces for it;
 * ``params_from_raw``        the paper's mapping from raw network outputs to parameters;
 * ``apply``                  the formula in torch, batched and differentiable (training, proxies);
-* ``pixel``                  the same formula for one pixel, compiled by numba (full-resolution renderer);
+* ``pixel``                  the same formula for one pixel, compiled by numba (full-resolution renderer),
+                             branch-free so that the renderer's per-step loops vectorise;
+* ``prepare``                per-step kernel constants for ``pixel`` from the packed parameters;
 * ``to_json`` / ``from_json`` its parameters in the edit-sequence format v1;
 * ``label``                  a one-line human description ("Exposure +1.21 EV");
 * ``draw``                   a small icon for step strips.
@@ -29,6 +31,8 @@ import numba
 import numpy as np
 import torch
 
+from .vecmath import clamp, cos_pi, fmax, fmin, pow_f32
+
 # Luminance weights used by the paper (not Rec.709's): lum(p) = 0.27 R + 0.67 G + 0.06 B.
 LUM_R, LUM_G, LUM_B = 0.27, 0.67, 0.06
 CURVE_SEGMENTS = 8  # L in the paper's piecewise-linear curve
@@ -36,6 +40,7 @@ GAMMA_FLOOR = 0.001  # gamma's max(img, 0.001): keeps pow differentiable at 0
 CONTRAST_EPS = 1e-6
 WB_EPS = 1e-5
 MAX_PACKED = 3 * CURVE_SEGMENTS  # the widest packed vector (colour curves)
+MAX_KERNEL_CONSTS = 32  # the widest ``prepare`` output (colour curves: 24 slopes + 3 normalisers)
 
 
 def lum(img: torch.Tensor) -> torch.Tensor:
@@ -90,13 +95,16 @@ class Filter:
     identity: tuple[float, ...]
     params_from_raw: Callable[[torch.Tensor], torch.Tensor]
     apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    pixel: Callable  # numba: (r, g, b, p: float32[:]) -> (r, g, b)
+    pixel: Callable  # numba: (r, g, b, k: float32[:]) -> (r, g, b), k = prepare(packed)
     to_json: Callable[[Sequence[float]], dict]
     from_json: Callable[[dict], list[float]]
     label: Callable[[Sequence[float]], str]
     icon: str  # how draw() renders it: "scalar", "gains", "curve", "curves"
     scalar_range: tuple[float, float] = (0.0, 1.0)  # for "scalar" icons: the range of the bar
     index: int = -1  # action id; set by the registry
+    # packed float32 (n_packed,) -> the constants ``pixel`` reads, float32 (<= MAX_KERNEL_CONSTS,): work done
+    # once per step instead of once per pixel (2^ev, curve normalisation). None: ``pixel`` reads the packed values.
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None
 
     def draw(self, packed: Sequence[float], size: int = 64) -> np.ndarray:
         """A ``size x size`` RGB uint8 icon of this step's parameters (curves as curves, scalars as bars)."""
@@ -105,7 +113,9 @@ class Filter:
 
 def _njit(fn):
     # cache=True: the renderer kernel that inlines these is cached on disk, so a CLI call does not recompile.
-    return numba.njit(fn, cache=True, inline="always", fastmath=False)
+    # error_model="numpy": float division by zero gives inf/nan instead of raising, so there is no branch and
+    # the renderer's per-step loops vectorise. The kernels select (``a if c else b``) rather than branch.
+    return numba.njit(fn, cache=True, inline="always", fastmath=False, error_model="numpy")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,9 +123,14 @@ def _njit(fn):
 
 
 @_njit
-def _exposure_px(r, g, b, p):
-    k = np.float32(2.0) ** p[0]
-    return r * k, g * k, b * k
+def _exposure_px(r, g, b, k):
+    m = k[0]  # 2^ev, see _exposure_prepare
+    return r * m, g * m, b * m
+
+
+def _exposure_prepare(p: np.ndarray) -> np.ndarray:
+    # float32 exp2 of the float32 ev, as torch.exp2 computes it in apply.
+    return np.exp2(p[:1].astype(np.float32))
 
 
 EXPOSURE = Filter(
@@ -127,6 +142,7 @@ EXPOSURE = Filter(
     params_from_raw=lambda x: 3.5 * torch.tanh(x),
     apply=lambda img, p: img * torch.exp2(_col(p[:, 0])),
     pixel=_exposure_px,
+    prepare=_exposure_prepare,
     to_json=lambda p: {"ev": float(p[0])},
     from_json=lambda d: [float(d["ev"])],
     label=lambda p: f"Exposure {p[0]:+.2f} EV",
@@ -139,10 +155,11 @@ EXPOSURE = Filter(
 
 
 @_njit
-def _gamma_px(r, g, b, p):
+def _gamma_px(r, g, b, k):
+    # pow_f32 instead of **: libm powf is a scalar call that stops vectorisation (exposure_engine/vecmath.py).
     floor = np.float32(GAMMA_FLOOR)
-    e = p[0]
-    return max(r, floor) ** e, max(g, floor) ** e, max(b, floor) ** e
+    e = k[0]
+    return pow_f32(fmax(r, floor), e), pow_f32(fmax(g, floor), e), pow_f32(fmax(b, floor), e)
 
 
 GAMMA = Filter(
@@ -217,23 +234,21 @@ def _saturation_apply(img: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def _saturation_px(r, g, b, p):
     one = np.float32(1.0)
     half = np.float32(0.5)
-    r = min(r, one)
-    g = min(g, one)
-    b = min(b, one)
-    v = max(r, max(g, b))
-    m = min(r, min(g, b))
-    if v > 0 and v > m:
-        s = (v - m) / v
-        s2 = s + (one - s) * (half - abs(half - v)) * np.float32(0.8)
-        ratio = s2 / s
-        er = v - (v - r) * ratio
-        eg = v - (v - g) * ratio
-        eb = v - (v - b) * ratio
-    else:  # exact grey: HSV hue 0 (red), see _saturation_apply
-        s2 = (half - abs(half - v)) * np.float32(0.8)
-        er = v
-        eg = v * (one - s2)
-        eb = eg
+    r = fmin(r, one)
+    g = fmin(g, one)
+    b = fmin(b, one)
+    v = fmax(r, fmax(g, b))
+    m = fmin(r, fmin(g, b))
+    # Both cases are computed and selected, with no branch, so the loop over a row vectorises (a division by
+    # zero in the unselected lane is harmless under error_model="numpy").
+    s = (v - m) / v
+    s = s if v > 0 else np.float32(0.0)
+    s2 = s + (one - s) * (half - abs(half - v)) * np.float32(0.8)
+    ratio = s2 / s
+    colour = s > 0
+    er = v - (v - r) * ratio if colour else v  # exact grey: HSV hue 0 (red), see _saturation_apply
+    eg = v - (v - g) * ratio if colour else v * (one - s2)
+    eb = v - (v - b) * ratio if colour else v * (one - s2)
     a = p[0]
     return r + a * (er - r), g + a * (eg - g), b + a * (eb - b)
 
@@ -258,26 +273,41 @@ SATURATION = Filter(
 
 
 @_njit
-def _curve_1(x, t, off):
-    # Same value as the torch sum of clipped segments, evaluated through prefix sums: O(1) per value.
-    n = CURVE_SEGMENTS
-    total = np.float32(0.0)
-    for i in range(n):
-        total += t[off + i]
-    if not x > 0:  # x <= 0 (and NaN, which the renderer rejects up front) maps to 0
-        return np.float32(0.0)
-    u = min(x, np.float32(1.0)) * np.float32(n)
-    k = min(int(u), n - 1)
-    acc = np.float32(0.0)
-    for i in range(k):
-        acc += t[off + i]
-    acc += (u - np.float32(k)) * t[off + k]
-    return acc / total
+def _curve_1(x, c, off, inv):
+    # The torch formula operation for operation: sum_i clip(x - i/8, 0, 1/8) * t_i, added left to right, times
+    # 8 / sum(t) (``inv``, prepared once per step by _curve_prepare with torch's float32 summation order).
+    # Bit-identical results matter here: a curve maps 1.0 to 1.0 only up to rounding, and the saturation
+    # filter treats an exact grey differently from a grey one ulp off. Branch-free selects and multiply-adds
+    # that vectorise; written out rather than looped, as a loop keeps reference-count calls on ``c``.
+    z = np.float32(0.0)
+    h = np.float32(0.125)
+    acc = (clamp(x, z, h) * c[off]
+           + clamp(x - np.float32(0.125), z, h) * c[off + 1]
+           + clamp(x - np.float32(0.25), z, h) * c[off + 2]
+           + clamp(x - np.float32(0.375), z, h) * c[off + 3]
+           + clamp(x - np.float32(0.5), z, h) * c[off + 4]
+           + clamp(x - np.float32(0.625), z, h) * c[off + 5]
+           + clamp(x - np.float32(0.75), z, h) * c[off + 6]
+           + clamp(x - np.float32(0.875), z, h) * c[off + 7])
+    return acc * c[inv]
+
+
+assert CURVE_SEGMENTS == 8, "_curve_1 is written out for 8 segments"
+
+
+def _curve_prepare(p: np.ndarray) -> np.ndarray:
+    """Slopes ``(C*8,)`` -> ``(C*8 + C,)``: the slopes, then 8 / sum(t) per curve, both in float32 as the torch
+    filter computes them (its 8-element sum adds left to right)."""
+    t = p.astype(np.float32).reshape(-1, CURVE_SEGMENTS)
+    total = np.zeros(t.shape[0], np.float32)
+    for i in range(CURVE_SEGMENTS):
+        total = total + t[:, i]
+    return np.concatenate([t.ravel(), np.float32(CURVE_SEGMENTS) / total]).astype(np.float32)
 
 
 @_njit
 def _tone_px(r, g, b, p):
-    return _curve_1(r, p, 0), _curve_1(g, p, 0), _curve_1(b, p, 0)
+    return _curve_1(r, p, 0, 8), _curve_1(g, p, 0, 8), _curve_1(b, p, 0, 8)
 
 
 def _fmt_slopes(s: Sequence[float]) -> str:
@@ -293,6 +323,7 @@ TONE_CURVE = Filter(
     params_from_raw=lambda x: tanh_range(x, 0.5, 2.0),
     apply=lambda img, p: _curve(img, p[:, None, :]),
     pixel=_tone_px,
+    prepare=_curve_prepare,
     to_json=lambda p: {"slopes": [float(v) for v in p]},
     from_json=lambda d: [float(v) for v in d["slopes"]],
     label=lambda p: f"Tone curve {_fmt_slopes(p)}",
@@ -305,7 +336,7 @@ TONE_CURVE = Filter(
 
 @_njit
 def _color_px(r, g, b, p):
-    return _curve_1(r, p, 0), _curve_1(g, p, CURVE_SEGMENTS), _curve_1(b, p, 2 * CURVE_SEGMENTS)
+    return _curve_1(r, p, 0, 24), _curve_1(g, p, CURVE_SEGMENTS, 25), _curve_1(b, p, 2 * CURVE_SEGMENTS, 26)
 
 
 COLOR_CURVES = Filter(
@@ -317,6 +348,7 @@ COLOR_CURVES = Filter(
     params_from_raw=lambda x: tanh_range(x, 0.9, 1.1),
     apply=lambda img, p: _curve(img, p.reshape(p.shape[0], 3, CURVE_SEGMENTS)),
     pixel=_color_px,
+    prepare=_curve_prepare,
     to_json=lambda p: {"slopes": [[float(v) for v in p[c * CURVE_SEGMENTS:(c + 1) * CURVE_SEGMENTS]]
                                   for c in range(3)]},
     from_json=lambda d: [float(v) for row in d["slopes"] for v in row],
@@ -339,8 +371,10 @@ def _contrast_apply(img: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 @_njit
 def _contrast_px(r, g, b, p):
     L = np.float32(LUM_R) * r + np.float32(LUM_G) * g + np.float32(LUM_B) * b
-    L = min(max(L, np.float32(0.0)), np.float32(1.0))
-    cl = np.float32(0.5) - np.float32(0.5) * math.cos(np.float32(math.pi) * L)
+    L = clamp(L, np.float32(0.0), np.float32(1.0))
+    # cos_pi vectorises where math.cos is a scalar libm call. The formula is kept as torch computes it
+    # (not as sin(pi L / 2)^2, which is better conditioned): near L = 0 both then round the same way.
+    cl = np.float32(0.5) - np.float32(0.5) * cos_pi(L)
     k = cl / (L + np.float32(CONTRAST_EPS))
     a = p[0]
     return r + a * (r * k - r), g + a * (g * k - g), b + a * (b * k - b)
