@@ -14,7 +14,7 @@ def __getattr__(name: str):
 
         return getattr(sequence, name)
     if name == "render":
-        from .render import render
+        from .renderer import render
 
         return render
     raise AttributeError(f"module 'exposure_engine' has no attribute {name!r}")

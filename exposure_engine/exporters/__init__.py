@@ -4,7 +4,8 @@
 
 * ``"xmp"``: a darktable XMP sidecar (the image's whole history), see :mod:`.darktable`;
 * ``"dtstyle"``: a darktable style, applied on top of an image's history;
-* ``"cube"``: a 3D LUT of the whole sequence (sRGB-encoded input), see :mod:`.cube`.
+* ``"cube"``: a 3D LUT of the whole sequence (sRGB-encoded input), see :mod:`.cube`;
+* ``"gimp"``: the layer plan the GIMP plug-in executes (``NAME.gimp-plan.json``), see :mod:`.gimp`.
 
 darktable exports take ``mode``: ``"native"`` (one editable module per step) or ``"exact"`` (one ``lut3d``
 reading ``NAME.cube``, returned beside the main file; darktable looks it up relative to its 3D LUT root folder,
@@ -17,9 +18,9 @@ from pathlib import Path
 
 from ..sequence import EditSequence, as_sequence
 
-FORMATS = ("xmp", "dtstyle", "cube")
+FORMATS = ("xmp", "dtstyle", "cube", "gimp")
 MODES = ("native", "exact")
-SUFFIX = {"xmp": ".xmp", "dtstyle": ".dtstyle", "cube": ".cube"}
+SUFFIX = {"xmp": ".xmp", "dtstyle": ".dtstyle", "cube": ".cube", "gimp": ".gimp-plan.json"}
 
 
 def safe_name(name: str) -> str:
@@ -53,6 +54,10 @@ def export(sequence: EditSequence | dict | str | Path, fmt: str, mode: str = "na
         raise dt.ExportError(f"input_kind must be one of {', '.join(dt.INPUT_KINDS)}, not {input_kind!r}")
     seq = as_sequence(sequence)
     stem = safe_name(name)
+    if fmt == "gimp":
+        from . import gimp
+
+        return gimp.export(seq, mode, name)
     size = cube_size or cube_mod.DEFAULT_SIZE
 
     if fmt == "cube":

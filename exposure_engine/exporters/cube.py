@@ -33,7 +33,7 @@ def lattice(size: int) -> np.ndarray:
 
 def sequence_lut(sequence: EditSequence | dict | str, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Sample ``sequence`` on the lattice: ``(size, size, size, 3)`` float32 outputs indexed [b, g, r]."""
-    from ..render import render
+    from ..renderer import render
 
     if not 2 <= size <= MAX_SIZE:
         raise ValueError(f"LUT size must be in 2..{MAX_SIZE}, got {size}")

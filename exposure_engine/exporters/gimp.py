@@ -180,9 +180,10 @@ def export(sequence: EditSequence | dict | str, mode: str = "native", name: str 
     ``{"NAME.gimp-plan.json": bytes}``. This is what the daemon's ``export`` request with ``"format": "gimp"``
     returns to the plug-in (a payload frame: a colour-curves plan is ~35 KB, too close to the header limit)."""
     import json
-    import re
 
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "exposure"
+    from . import safe_name
+
+    stem = safe_name(name)
     return {f"{stem}.gimp-plan.json": json.dumps(plan(sequence, mode), ensure_ascii=False).encode("utf-8")}
 
 
@@ -193,7 +194,7 @@ def simulate(image: np.ndarray, the_plan: dict) -> np.ndarray:
     unit tests to check the translation table against :func:`exposure_engine.render` without GIMP; the
     integration test checks GIMP itself.
     """
-    from ..render import render
+    from ..renderer import render
     from ..imageio.transfer import linear_to_srgb
 
     x = np.asarray(image, np.float64).copy()

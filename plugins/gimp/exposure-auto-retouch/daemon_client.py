@@ -72,6 +72,7 @@ class Client:
                 raise EngineError(f"bad daemon address {self.url!r}: {e}") from None
         wait = self.timeout if timeout is None else timeout
         try:
+            self._sock.setsockopt(zmq.SNDTIMEO, int(wait * 1000))  # send blocks while no connection is complete
             self._sock.send_multipart([json.dumps(head, allow_nan=False).encode(), *payloads], copy=False)
             ready = self._sock.poll(int(wait * 1000), zmq.POLLIN)
         except zmq.ZMQError as e:
