@@ -195,13 +195,13 @@ def retouch_image(image: np.ndarray, policy: "Policy", *, variants: int = 1, see
 
     The policy sees the whole frame area-averaged to a 64x64 state (``STATE_SIZE``,
     :func:`exposure_engine.imageio.make_proxy`); its sequence is rendered at full resolution by
-    :func:`exposure_engine.render.render`. Variant ``i`` uses seed ``seed + i``; ``seed=None`` draws one
+    :func:`exposure_engine.renderer.render`. Variant ``i`` uses seed ``seed + i``; ``seed=None`` draws one
     (recorded in each sequence's ``seed``). in_place: with one variant, render into ``image`` itself (a float32
     C-contiguous array), which saves a full-size copy (1.2 GB at 100 MP).
     """
     from .agent.policy import STATE_SIZE
     from .imageio import make_proxy
-    from .render import render
+    from .renderer import render
 
     if seed is None:
         seed = secrets.randbits(31)

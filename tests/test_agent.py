@@ -12,7 +12,7 @@ import torch
 from exposure_engine import filters as F
 from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value, n_parameters, statistics
 from exposure_engine.agent.policy import ModelError, Policy, Prediction, choose
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence
 
 SMALL = {"widths": [8, 16, 32, 64], "proxy": 32}  # a small architecture keeps these tests fast
@@ -142,6 +142,36 @@ def test_predict_batch_row_equals_predict_alone_with_that_seed(policy):
     assert [s.filter for s in batch[1].sequence.steps] == [s.filter for s in alone.sequence.steps]
     np.testing.assert_allclose(batch[1].probabilities, alone.probabilities, atol=1e-5)
     np.testing.assert_allclose(batch[1].proxies[-1], alone.proxies[-1], atol=1e-5)
+
+
+def test_choosing_first_then_running_only_the_chosen_head_matches_the_full_forward(policy):
+    # predict runs pi1 first and then only the chosen filters' heads; that must equal the full forward's
+    # parameters for the chosen filter (rows grouped by filter when they differ), up to float rounding.
+    actor = policy.actor
+    torch.manual_seed(0)
+    img = torch.rand(6, 3, 64, 64) * 0.3
+    step, used = torch.full((6,), 2), (torch.rand(6, 8) < 0.3).float()
+    masks = ((torch.rand(6, actor.arch.flat) < 0.5).float() * 2, (torch.rand(6, actor.arch.flat) < 0.5).float() * 2)
+    with torch.inference_mode():
+        probs, packed = actor(img, step, used, masks=masks)
+        x = actor.inputs(img, step, used)
+        torch.testing.assert_close(actor.select_probs(x, masks[1]), probs)
+        for choice in (torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([6, 7, 6, 0, 0, 7]), torch.full((6,), 4)):
+            torch.testing.assert_close(actor.chosen_params(x, choice, masks[0]), packed[torch.arange(6), choice])
+
+
+def test_an_encoded_input_view_changes_the_features_and_round_trips(tmp_path):
+    # input_gamma: the actor / value trunks see x^(1/g) (the CPU recipe's choice for dark linear states).
+    pol = Policy.random(seed=3, **SMALL, input_gamma=2.2)
+    assert pol.arch.input_gamma == 2.2
+    x = pol.actor.inputs(torch.full((1, 3, 64, 64), 0.04), torch.zeros(1, dtype=torch.long), torch.zeros(1, 8))
+    assert abs(float(x[0, 0].mean()) - 0.04 ** (1 / 2.2)) < 1e-5
+    pol.save(tmp_path / "g")
+    loaded = Policy.load(tmp_path / "g")
+    assert loaded.arch == pol.arch
+    assert loaded.predict(linear_image(), seed=1)[0].sequence.to_dict() == pol.predict(linear_image(), seed=1)[0].sequence.to_dict()
+    # value networks of both kinds still map a batch to one number each
+    assert Value(pol.arch)(torch.rand(2, 3, 64, 64), torch.zeros(2, dtype=torch.long), torch.zeros(2, 8)).shape == (2,)
 
 
 def test_predict_accepts_any_size_and_rejects_bad_proxies_with_a_reason(policy):

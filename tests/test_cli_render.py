@@ -11,7 +11,7 @@ import pytest
 
 from exposure_engine.cli import main
 from exposure_engine.imageio import linear_to_srgb, load_image, load_photo, save_image
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 from imagegen import smooth_image, write_test_dng
 
 SEQ = {"format": "exposure-edit-sequence", "version": 1, "steps": [

@@ -6,7 +6,7 @@ import pytest
 
 from exposure_engine.exporters import cube
 from exposure_engine.exporters.darktable import srgb_eotf, srgb_oetf
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 
 MIXED = {"format": "exposure-edit-sequence", "version": 1, "steps": [
     {"filter": "exposure", "params": {"ev": 0.6}},

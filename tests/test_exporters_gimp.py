@@ -17,7 +17,7 @@ from exposure_engine import filters as F
 from exposure_engine.exporters import gimp as G
 from exposure_engine.imageio.transfer import linear_to_srgb
 from exposure_engine.installers import gimp as installer
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence, Step
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exposure_engine.exporters import gimp as gimp_plan
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 
 from daemon_support import running_server
 

@@ -22,7 +22,7 @@ from exposure_engine import filters as F
 from exposure_engine.benchmarks.render import COSTLY_SEQUENCE, numpy_render
 from exposure_engine.sequence import EditSequence, Step
 
-R = importlib.import_module("exposure_engine.render")  # the module; exposure_engine.render is also a function
+R = importlib.import_module("exposure_engine.renderer")
 V = importlib.import_module("exposure_engine.vecmath")
 
 TOL = 1e-5

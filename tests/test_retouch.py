@@ -18,7 +18,7 @@ from exposure_engine import retouch as R
 from exposure_engine.agent.policy import STATE_SIZE, Policy
 from exposure_engine.cli import main
 from exposure_engine.imageio import load_image, make_proxy, save_image
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence
 from imagegen import smooth_image, write_test_dng
 

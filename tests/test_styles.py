@@ -6,7 +6,7 @@ import pytest
 
 from exposure_engine.evaluation import styles as S
 from exposure_engine.evaluation.colour import lab_to_linear, linear_to_lab, rgb_to_hls, srgb_encode, srgb_to_lab
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 
 from imagegen import smooth_image
 

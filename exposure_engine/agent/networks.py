@@ -39,6 +39,10 @@ class Arch:
     head_hidden: int = 128  # the FC layer after the trunk (4096 -> 128 in the paper)
     dropout: float = 0.5  # actor dropout probability (the reference code's keep_prob 0.5)
     n_steps: int = 5  # episode length; the step plane is step / n_steps
+    # How the actor and value networks see the state's pixels: 1.0 = linear, as in the paper; g > 1 = x^(1/g)
+    # (2.2: roughly display-encoded). Linear RAW-like states are dark (mean ~0.05), so "planes minus 0.5" hardly
+    # differ between a dark and a bright photo; an encoded view spreads them (the critic always sees linear).
+    input_gamma: float = 1.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "widths": list(self.widths)}
@@ -107,6 +111,13 @@ def network_input(img: torch.Tensor, size: int) -> torch.Tensor:
     return img.clamp(-1.0, 4.0)
 
 
+def encode(img: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The pixels as the actor / value trunks see them (:attr:`Arch.input_gamma`); identity for 1.0."""
+    if gamma == 1.0:
+        return img
+    return img.clamp(1e-4, 4.0) ** (1.0 / gamma)
+
+
 def _init(module: nn.Module) -> None:
     """Xavier-uniform weights, zero biases (reference code)."""
     for m in module.modules():
@@ -136,27 +147,54 @@ class Actor(nn.Module):
                                     nn.Linear(arch.head_hidden, F.N_FILTERS))
         _init(self)
 
+    def inputs(self, img: torch.Tensor, step: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """The trunks' input ``(B, 3 + 10, P, P)``: the area-reduced, bounded state and the state planes."""
+        img = encode(network_input(img, self.arch.proxy), self.arch.input_gamma)
+        return torch.cat([img, state_planes(step, used, img.shape[-1], self.arch.n_steps)], 1)
+
+    def _dropout(self, feat: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.drop(feat) if mask is None else feat * mask
+
+    def select_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """pi1 ``(B, 8)`` from :meth:`inputs` ``x``: the selection trunk and head only."""
+        logits = self.select(self._dropout(self.select_trunk(x), mask))
+        return torch.softmax(logits, 1) * (1.0 - PROB_FLOOR) + PROB_FLOOR / F.N_FILTERS
+
+    def chosen_params(self, x: torch.Tensor, choice: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The chosen filters' packed parameters ``(B, MAX_PACKED)`` (zero padded), running the parameter trunk
+        and only the heads of filters that some row chose (rows grouped by filter). Equal, up to float
+        rounding, to ``select_params(forward(...)[1], choice)`` with the same dropout mask."""
+        feat = self._dropout(self.param_trunk(x), mask)
+        ids = choice.tolist()
+        first = ids[0]
+        if all(k == first for k in ids):
+            f = F.FILTERS[first]
+            p = f.params_from_raw(self.heads[first](feat))
+            return torch.nn.functional.pad(p, (0, F.MAX_PACKED - f.n_packed))
+        out = feat.new_zeros(feat.shape[0], F.MAX_PACKED)
+        for k in sorted(set(ids)):
+            f = F.FILTERS[k]
+            rows = torch.tensor([i for i, c in enumerate(ids) if c == k], device=feat.device)
+            out[rows, : f.n_packed] = f.params_from_raw(self.heads[k](feat[rows]))
+        return out
+
     def forward(self, img: torch.Tensor, step: torch.Tensor, used: torch.Tensor,
                 masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """masks: optional explicit dropout masks ``(B, flat)`` for the parameter and selection trunks, already
         scaled (0 or 1/(1-p)); inference passes per-row seeded masks so a result depends only on its own seed,
-        not on the batch it ran in. Without masks, ``nn.Dropout`` applies (in train mode)."""
-        img = network_input(img, self.arch.proxy)
-        x = torch.cat([img, state_planes(step, used, img.shape[-1], self.arch.n_steps)], 1)
-        pf, sf = self.param_trunk(x), self.select_trunk(x)
-        if masks is None:
-            pf, sf = self.drop(pf), self.drop(sf)
-        else:
-            pf, sf = pf * masks[0], sf * masks[1]
-        feat = pf
+        not on the batch it ran in. Without masks, ``nn.Dropout`` applies (in train mode).
+
+        Training needs every filter's parameters (this method); inference chooses first and then runs only the
+        chosen head (:meth:`select_probs`, :meth:`chosen_params`)."""
+        x = self.inputs(img, step, used)
+        pm, sm = (None, None) if masks is None else masks
+        pf = self._dropout(self.param_trunk(x), pm)
         cols = []
         for f, head in zip(F.FILTERS, self.heads):
-            p = f.params_from_raw(head(feat))  # (B, n_packed)
+            p = f.params_from_raw(head(pf))  # (B, n_packed)
             cols.append(torch.nn.functional.pad(p, (0, F.MAX_PACKED - f.n_packed)))
         packed = torch.stack(cols, 1)
-        logits = self.select(sf)
-        probs = torch.softmax(logits, 1) * (1.0 - PROB_FLOOR) + PROB_FLOOR / F.N_FILTERS
-        return probs, packed
+        return self.select_probs(x, sm), packed
 
 
 class Value(nn.Module):
@@ -171,7 +209,8 @@ class Value(nn.Module):
 
     def forward(self, img: torch.Tensor, step: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
         img = network_input(img, self.arch.proxy)
-        x = torch.cat([img, state_planes(step, used, img.shape[-1], self.arch.n_steps), stat_planes(img)], 1)
+        x = torch.cat([encode(img, self.arch.input_gamma), state_planes(step, used, img.shape[-1], self.arch.n_steps),
+                       stat_planes(img)], 1)
         return self.fc(self.trunk(x))[:, 0]
 
 
@@ -211,4 +250,15 @@ def select_params(packed_all: torch.Tensor, choice: torch.Tensor) -> torch.Tenso
 def apply_choice(img: torch.Tensor, choice: torch.Tensor, packed_all: torch.Tensor) -> torch.Tensor:
     """One agent step: each row of ``img (B,3,S,S)`` through its chosen filter with the actor's parameters
     (differentiable with respect to the parameters)."""
-    return F.apply_packed(img, choice, select_params(packed_all, choice))
+    return apply_chosen(img, choice, select_params(packed_all, choice))
+
+
+def apply_chosen(img: torch.Tensor, choice: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Each row of ``img`` through its filter ``choice (B,)`` with packed ``params (B, MAX_PACKED)``. When every
+    row chose the same filter (always so for one image) the filter runs directly, without
+    ``F.apply_packed``'s per-filter row scans; the result is the same."""
+    ids = choice.tolist()
+    if ids and all(k == ids[0] for k in ids):
+        f = F.FILTERS[ids[0]]
+        return f.apply(img, params[:, : f.n_packed])
+    return F.apply_packed(img, choice, params)

@@ -29,7 +29,7 @@ import torch
 
 from .. import filters as F
 from ..sequence import EditSequence, Step
-from .networks import Actor, Arch, select_params
+from .networks import Actor, Arch, apply_chosen
 
 MODEL_FORMAT = "exposure-engine-model"
 MODEL_VERSION = 1
@@ -205,7 +205,8 @@ class Policy:
         """Edit sequences for N proxies in one forward pass per step.
 
         proxies: ``(N, 64, 64, 3)`` float32 linear RGB (or a list of ``(h, w, 3)`` arrays, resized here).
-        seeds: one per proxy (default: fresh random seeds). Row i's result equals ``predict(proxies[i], seed=seeds[i])``.
+        seeds: one per proxy (default: fresh random seeds). Row i's result equals ``predict(proxies[i], seed=seeds[i])``
+            up to float rounding (~1e-7: the batched matrix products may round differently).
         """
         arch = self.arch
         batch = np.stack([resize_proxy(p, STATE_SIZE) for p in proxies]) if len(proxies) else np.zeros((0,))
@@ -232,11 +233,14 @@ class Policy:
         probs_all, choices, params = [], [], []
         for t in range(steps):
             step = torch.full((n,), t, dtype=torch.long, device=dev)
-            probs, packed_all = self.actor(img, step, used, masks=(masks[:, t, 0], masks[:, t, 1]))
+            # Choose first (selection trunk + head), then run the parameter trunk and only the chosen filters'
+            # heads: the same result as the full forward's row for that filter, without 7 unused heads.
+            x = self.actor.inputs(img, step, used)
+            probs = self.actor.select_probs(x, masks[:, t, 1])
             choice = choose(probs, used, uniforms[:, t].to(dev), deterministic=deterministic_choice,
                             allow_reuse=allow_reuse)
-            p = select_params(packed_all, choice)
-            img = F.apply_packed(img, choice, p)
+            p = self.actor.chosen_params(x, choice, masks[:, t, 0])
+            img = apply_chosen(img, choice, p)
             used[torch.arange(n, device=dev), choice] = 1.0
             states.append(img.permute(0, 2, 3, 1).float().cpu().numpy())
             probs_all.append(probs.float().cpu().numpy())

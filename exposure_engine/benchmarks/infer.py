@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from ..agent.policy import STATE_SIZE, ModelError, Policy
     from ..cli import CLIError
     from ..imageio import make_proxy, save_image
-    from ..render import render, set_threads
+    from ..renderer import render, set_threads
 
     if args.runs < 1 or args.image_runs < 1 or args.variants < 1:
         raise CLIError("--runs, --image-runs and --variants must be at least 1")

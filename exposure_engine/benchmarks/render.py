@@ -202,7 +202,7 @@ def breakdown(img: np.ndarray, repeat: int) -> dict:
     from .. import filters as F
     from ..sequence import EditSequence, Step
 
-    R = importlib.import_module("exposure_engine.render")
+    R = importlib.import_module("exposure_engine.renderer")
     out = np.empty_like(img)
     np.copyto(out, img)  # touch the pages outside the timing
     res = {"copy_cpu_s": _median_cpu_time(lambda: np.copyto(out, img), repeat)}
@@ -231,7 +231,7 @@ def measure(impl: str, width: int, height: int, repeat: int, threads: int | None
 
     from ..sequence import EditSequence
 
-    R = importlib.import_module("exposure_engine.render")  # the module (the package's ``render`` is a function)
+    R = importlib.import_module("exposure_engine.renderer")
     if threads:
         R.set_threads(threads)
     seq = EditSequence.from_dict(COSTLY_SEQUENCE)

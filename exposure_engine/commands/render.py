@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for note in photo.warnings:
         print(f"exposure-engine render: warning: {photo.path}: {note}", file=sys.stderr)
 
-    from ..render import render
+    from ..renderer import render
 
     display = render(photo.pixels, sequence, out=photo.pixels)   # in place: no second full-size buffer
     try:

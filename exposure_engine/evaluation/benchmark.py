@@ -209,7 +209,7 @@ def make_trainer(spec: str) -> Trainer | None:
 
 def agent_renders(policy, inputs: Sequence[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[dict]]:
     """The policy's edit of each input (test-time choice: argmax filter, dropout seeded), rendered at full size."""
-    from ..render import render
+    from ..renderer import render
 
     outs, seqs = [], []
     for i, x in enumerate(inputs):

@@ -8,7 +8,7 @@ display sRGB image in [0, 1]. The quality benchmark applies a style to one half 
 Two kinds, on purpose:
 
 * ``expressible`` styles are a fixed edit sequence of the eight filters (rendered by
-  :func:`exposure_engine.render.render`), at most 3 steps so that a 5-step agent has 2 steps left to undo the
+  :func:`exposure_engine.renderer.render`), at most 3 steps so that a 5-step agent has 2 steps left to undo the
   input's exposure and colour cast: the agent can in principle reach them exactly;
 * the others use operations outside the eight filters: a lightness-dependent split toning in CIELAB and
   a matte curve with hue-selective desaturation in HLS. No sequence of pointwise per-channel curves, gains and
@@ -50,7 +50,7 @@ class Style:
 
 def _rendered(sequence: EditSequence) -> Callable[[np.ndarray], np.ndarray]:
     def program(linear: np.ndarray) -> np.ndarray:
-        from ..render import render  # numba kernel: imported when a style is first applied
+        from ..renderer import render  # numba kernel: imported when a style is first applied
 
         return render(linear, sequence)
 

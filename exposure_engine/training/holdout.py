@@ -33,7 +33,7 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     from ..evaluation import baselines as B
     from ..evaluation import metrics as M
     from ..imageio.proxy import make_proxy
-    from ..render import render
+    from ..renderer import render
     from . import data as D
     from .unprocess import random_params, unprocess
 
@@ -81,7 +81,7 @@ def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, 
     from ..evaluation import baselines as B
     from ..imageio.load import load_image
     from ..imageio.proxy import make_proxy
-    from ..render import render
+    from ..renderer import render
 
     pol = Policy.load(model)
     lin = load_image(raw)

@@ -20,6 +20,7 @@ class Recipe:
     head_hidden: int = 128
     dropout: float = 0.5
     n_steps: int = 5
+    input_gamma: float = 1.0  # actor / value see x^(1/input_gamma) (1.0 = linear, the paper); see Arch
     batch: int = 64
     iterations: int = 20_000
     critic_steps: int = 5
@@ -57,7 +58,8 @@ class Recipe:
 
     def arch_dict(self) -> dict:
         return {"widths": list(self.widths), "proxy": self.proxy, "head_hidden": self.head_hidden,
-                "dropout": self.dropout, "n_steps": self.n_steps}
+                "dropout": self.dropout, "n_steps": self.n_steps,
+                "input_gamma": self.input_gamma}
 
 
 PAPER = Recipe(name="paper")

@@ -146,7 +146,7 @@ def cli_renders(tmp_path_factory) -> dict[tuple[str, str], np.ndarray]:
     for case, mode, stem in jobs:
         got = read_image(out / f"{stem}.tif")
         result[(case, mode)] = delta_e(got, engine_render(img, cases[case]))
-    from exposure_engine.render import render
+    from exposure_engine.renderer import render
 
     for mode in ("native", "exact"):
         got = read_image(out / f"raw_{mode}.tif")
@@ -280,7 +280,7 @@ def test_plugin_applies_a_sequence_file_as_one_named_module_per_step(gui_session
 
 
 def _engine_on(encoded: np.ndarray, sequence: dict) -> np.ndarray:
-    from exposure_engine.render import render
+    from exposure_engine.renderer import render
 
     return render(srgb_eotf(encoded).astype(np.float32), sequence).astype(np.float64)
 

@@ -28,7 +28,7 @@ from exposure_engine.evaluation.colour import srgb_to_lab
 from exposure_engine.exporters import gimp as gimp_plan
 from exposure_engine.imageio import load_image
 from exposure_engine.installers import gimp as installer
-from exposure_engine.render import render
+from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -82,7 +82,7 @@ def darktable_render(src: Path, xmp: Path, out: Path, lut_dir: Path | None = Non
 
 def engine_render(img_u8: np.ndarray, sequence) -> np.ndarray:
     """exposure_engine.render on the PNG decoded to linear light: display-encoded float64 ``(H, W, 3)``."""
-    from exposure_engine.render import render  # the package attribute is shadowed once the submodule loads
+    from exposure_engine.renderer import render
 
     lin = dt.srgb_eotf(img_u8.astype(np.float64) / 255.0).astype(np.float32)
     return render(lin, sequence).astype(np.float64)
