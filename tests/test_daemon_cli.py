@@ -96,3 +96,19 @@ def test_predict_errors_are_one_clear_line(photo, tmp_path, capsys):
     assert "needs -o" in capsys.readouterr().err
     assert main(["predict", str(photo), "--server", "tcp://127.0.0.1:1", "--timeout", "0.3"]) == 2
     assert "no reply from the exposure-engine daemon" in capsys.readouterr().err
+
+
+def test_predict_xmp_for_a_raw_pins_the_camera_white_balance(tmp_path):
+    # An XMP replaces the raw's whole history: without an explicit white balance darktable develops it at D65,
+    # not at the as-shot multipliers the engine's input was developed with.
+    import numpy as np
+
+    from imagegen import write_test_dng
+
+    dng = write_test_dng(tmp_path / "shot.dng", np.full((32, 48, 3), 0.2, np.float32), neutral=(0.5, 1.0, 0.7))
+    out = tmp_path / "shot.xmp"
+    assert main(["predict", str(dng), "--untrained", "--seed", "2", "--format", "xmp", "-o", str(out)]) == 0
+    xmp = out.read_text()
+    assert 'darktable:operation="temperature"' in xmp
+    order = xmp.split('iop_order_list="')[1].split('"')[0].split(",")
+    assert order.index("exposure") < order.index("colorin")  # the raw pipe order (JPEG order has colorin first)

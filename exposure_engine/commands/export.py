@@ -37,16 +37,17 @@ def add_export_options(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def export_to(sequence, fmt: str, mode: str, output: Path, *, name: str | None = None,
-              input_kind: str = "raster") -> list[Path]:
+              input_kind: str = "raster", raw_white_balance=None) -> list[Path]:
     """Export ``sequence`` and write the files: the main one at ``output``, the others beside it under the
-    names the main file refers to. Returns the written paths, main first. Raises CLIError."""
+    names the main file refers to. ``raw_white_balance``: for an XMP of a raw, the camera's as-shot multipliers
+    (see :func:`exposure_engine.exporters.export`). Returns the written paths, main first. Raises CLIError."""
     from ..cli import CLIError
     from ..daemon.protocol import ProtocolError
     from ..daemon.server import export_files
 
     name = name or output.name.split(".")[0] or "exposure"
     try:
-        files = export_files(sequence, fmt, mode, name, input_kind)
+        files = export_files(sequence, fmt, mode, name, input_kind, raw_white_balance=raw_white_balance)
     except ProtocolError as e:
         raise CLIError(e.message) from None
     return write_files(files, output)

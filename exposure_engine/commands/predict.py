@@ -107,6 +107,16 @@ def run(args: argparse.Namespace) -> int:
     if args.format != "json" and not args.output:
         raise CLIError(f"--format {args.format} needs -o PATH (it writes files)")
     sequences = predict_sequences(args)
+    input_kind, raw_wb = args.input_kind, None
+    if args.format == "xmp":
+        from ..imageio.raw import is_raw_path
+
+        if is_raw_path(args.image):
+            # An XMP is the raw's whole history: pin darktable's white balance to the camera's, which is what the
+            # engine's input was developed with (darktable's default gave mean dE 22, docs/darktable.md).
+            from ..exporters.darktable import camera_white_balance
+
+            input_kind, raw_wb = "raw", camera_white_balance(args.image)
     n = len(sequences)
     for i, seq in enumerate(sequences):
         print(f"variant {i + 1} (seed {seq.meta.get('seed')}): " + "; ".join(seq.labels()), file=sys.stderr)
@@ -119,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         out = variant_path(Path(args.output), i, n)
         paths = export_to(seq, args.format, args.mode, out, name=args.name and (args.name if n == 1 else
-                          f"{args.name}-{i + 1}"), input_kind=args.input_kind)
+                          f"{args.name}-{i + 1}"), input_kind=input_kind,
+                          raw_white_balance=raw_wb)
         print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     if args.format == "json" and not args.output:
         import json

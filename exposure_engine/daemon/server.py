@@ -577,7 +577,7 @@ def _exporters_available() -> bool:
 
 
 def export_files(sequence, fmt: str, mode: str = "native", name: str | None = None,
-                 input_kind: str = "raster") -> dict[str, bytes]:
+                 input_kind: str = "raster", raw_white_balance=None) -> dict[str, bytes]:
     """``exposure_engine.exporters.export`` with its failures mapped to protocol errors.
 
     Returns ``{file name: content}``; the first entry is the main file (the others are referenced by name)."""
@@ -588,6 +588,8 @@ def export_files(sequence, fmt: str, mode: str = "native", name: str | None = No
     except ImportError as e:
         raise ProtocolError(Code.NOT_AVAILABLE, f"exporters are not installed in this engine ({e})") from None
     kwargs = {"mode": mode, "input_kind": input_kind}
+    if raw_white_balance is not None:
+        kwargs["raw_white_balance"] = raw_white_balance
     if name:
         kwargs["name"] = name
     try:
