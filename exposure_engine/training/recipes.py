@@ -6,6 +6,9 @@
              iteration on a 2-core CPU (~11.7 h): a GPU recipe.
 ``cpu-fast`` what trains a style in about 30 minutes on 2 CPU cores: trunk 16-32-64-128, batch 32, 2 critic steps,
              fewer iterations with proportionally higher learning rates (docs/training.md has the measurements).
+
+Both see linear states (``input_gamma`` 1.0); ``input_gamma`` 2.2 (actor and value see x^(1/2.2)) is an option for
+recipe files, tried and not adopted (docs/training.md, "Diagnosis").
 """
 from __future__ import annotations
 
