@@ -142,7 +142,8 @@ def gimp_run(chroot, daemon, tmp_path_factory):
         for name, seq in [*PER_FILTER.items(), ("mixed", MIXED)]:
             specs[name] = {"sequence": seq, "mode": "native"}
         specs["mixed-exact"] = {"sequence": MIXED, "mode": "exact"}
-        specs["predicted"] = {"mode": "native", "style": "untrained", "seed": 7}
+        # The shipped model (models/default in this checkout) decides the edit, through the daemon.
+        specs["predicted"] = {"mode": "native", "style": "default", "seed": 7}
         specs["variants"] = {"mode": "native", "style": "untrained", "seed": 3, "variants": 2}
         if a98.exists():
             specs["adobe-rgb-profile"] = {"sequence": MIXED, "mode": "native", "image": "adobe-rgb.png"}
