@@ -163,6 +163,34 @@ def _make_render_rows(sources_digest: str):
     return _render_rows
 
 
+def _make_step_batch(sources_digest: str):
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def _step_batch(states, ids, consts):
+        """states: float32 ``(B, H, W, 3)`` C-contiguous, edited in place, unclipped: image ``b`` through the one
+        step ``ids[b]`` / ``consts[b]``. Serial (the agent's proxies are 64x64: threads would cost more)."""
+        if len(sources_digest) == 0:  # never true: references the digest so that it is part of the key
+            return
+        buf = np.empty(3 * CHUNK, np.float32)
+        for b in range(states.shape[0]):
+            flat = states[b].reshape(-1)
+            npx = flat.shape[0] // 3
+            for x0 in range(0, npx, CHUNK):
+                n = min(CHUNK, npx - x0)
+                un = np.uint64(n)
+                row = flat[3 * x0:3 * (x0 + n)]
+                for i in range(un):
+                    buf[_UR + i] = row[_U3 * i]
+                    buf[_UG + i] = row[_U3 * i + _U1]
+                    buf[_UB + i] = row[_U3 * i + _U2]
+                _steps(buf, n, ids[b:b + 1], consts[b:b + 1])
+                for i in range(un):
+                    row[_U3 * i] = buf[_UR + i]
+                    row[_U3 * i + _U1] = buf[_UG + i]
+                    row[_U3 * i + _U2] = buf[_UB + i]
+
+    return _step_batch
+
+
 @numba.njit(cache=True, nogil=True)
 def _first_nonfinite(row, x0):
     """Column (offset by ``x0``) of the first pixel of ``row`` (``(3n,)`` interleaved) with an inf/NaN, or -1."""
@@ -175,6 +203,7 @@ def _first_nonfinite(row, x0):
 _SOURCES_DIGEST = _kernel_code_digest()
 _steps = _make_steps(_SOURCES_DIGEST)  # a module global: _render_rows calls it by name
 _render_rows = _make_render_rows(_SOURCES_DIGEST)
+_step_batch = _make_step_batch(_SOURCES_DIGEST)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -195,6 +224,29 @@ def kernel_constants(sequence: EditSequence) -> tuple[np.ndarray, np.ndarray]:
         k = f.prepare(p[: f.n_packed]) if f.prepare is not None else p[: f.n_packed]
         consts[s, : k.size] = k
     return ids, consts
+
+
+def step_batch(states: np.ndarray, filter_ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """One agent step on a batch, in place: image ``b`` of ``states`` through filter ``filter_ids[b]`` with the
+    packed parameters ``packed[b]`` (the first ``n_packed`` values used), unclipped, with the same pixel kernels
+    as :func:`render` (so the result equals ``render(states[b], one-step sequence, clip=False)``).
+
+    states: float32 ``(B, H, W, 3)`` C-contiguous; filter_ids ``(B,)`` ints; packed ``(B, >= n_packed)``.
+    Returns ``states``. Inference uses it instead of the torch filters: ~10x faster on 64x64 proxies."""
+    if states.dtype != np.float32 or states.ndim != 4 or states.shape[3] != 3 or not states.flags.c_contiguous:
+        raise ValueError(f"states must be C-contiguous float32 (B, H, W, 3), got {states.dtype} {states.shape}")
+    ids = np.asarray(filter_ids, np.int32).reshape(-1)
+    packed = np.asarray(packed, np.float32)
+    if ids.shape[0] != states.shape[0] or packed.shape[0] != states.shape[0]:
+        raise ValueError(f"{states.shape[0]} states, {ids.shape[0]} filter ids, {packed.shape[0]} parameter rows")
+    consts = np.zeros((ids.shape[0], F.MAX_KERNEL_CONSTS), np.float32)
+    for b, fid in enumerate(ids):
+        f = F.FILTERS[int(fid)]
+        p = packed[b, : f.n_packed]
+        k = f.prepare(p) if f.prepare is not None else p
+        consts[b, : k.size] = k
+    _step_batch(states, ids, consts)
+    return states
 
 
 def _check_image(image: np.ndarray, what: str = "image") -> None:

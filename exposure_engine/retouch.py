@@ -10,13 +10,12 @@ tests call directly:
   input; a bad file becomes a ``failed`` result naming the file and the reason, and the batch goes on.
 
 The written image is exactly ``render(load_image(input), sequence)`` quantised to the output's bit depth, and the
-JSON beside it is that sequence (format v1) with where it came from (model name and sha256, seed, input file).
+JSON beside it is that sequence (format v1) with where it came from (model name and sha256, seed or "dropout": false, input file).
 """
 from __future__ import annotations
 
 import glob
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -195,16 +194,15 @@ def retouch_image(image: np.ndarray, policy: "Policy", *, variants: int = 1, see
 
     The policy sees the whole frame area-averaged to a 64x64 state (``STATE_SIZE``,
     :func:`exposure_engine.imageio.make_proxy`); its sequence is rendered at full resolution by
-    :func:`exposure_engine.renderer.render`. Variant ``i`` uses seed ``seed + i``; ``seed=None`` draws one
-    (recorded in each sequence's ``seed``). in_place: with one variant, render into ``image`` itself (a float32
-    C-contiguous array), which saves a full-size copy (1.2 GB at 100 MP).
+    :func:`exposure_engine.renderer.render`. One variant without a seed is the policy's mean edit (no dropout,
+    deterministic; :meth:`Policy.predict`); otherwise variant ``i`` is a dropout sample with seed ``seed + i``
+    (``seed=None`` draws one, recorded in each sequence's ``seed``). in_place: with one variant, render into
+    ``image`` itself (a float32 C-contiguous array), which saves a full-size copy (1.2 GB at 100 MP).
     """
     from .agent.policy import STATE_SIZE
     from .imageio import make_proxy
     from .renderer import render
 
-    if seed is None:
-        seed = secrets.randbits(31)
     proxy = make_proxy(image, STATE_SIZE)
     predictions = policy.predict(proxy, variants=variants, seed=seed)
     if in_place and variants == 1 and image.dtype == np.float32 and image.flags.c_contiguous:
@@ -353,8 +351,8 @@ def retouch_file(item: InputItem | str | os.PathLike, policy: "Policy", opts: Op
             if o.strip is not None:
                 from .strip import draw_strip
 
-                title = (f"{src.name}  -  model {seq.meta['model']['name']} "
-                         f"({seq.meta['model']['sha256'][:12]}), seed {seq.meta['seed']}")
+                how = f"seed {seq.meta['seed']}" if "seed" in seq.meta else "mean edit (no dropout)"
+                title = f"{src.name}  -  model {seq.meta['model']['name']} ({seq.meta['model']['sha256'][:12]}), {how}"
                 _write_atomic(o.strip, lambda t, p=r.prediction, ti=title: draw_strip(p, t, title=ti))
                 written.append(o.strip)
             sequences.append(seq)

@@ -123,10 +123,29 @@ def test_different_seeds_give_different_variants_through_dropout(policy):
     assert len(params) == 4
 
 
-def test_no_seed_is_stochastic(policy):
-    a = policy.predict(linear_image())[0]
-    b = policy.predict(linear_image())[0]
+def test_dropout_without_a_seed_is_stochastic(policy):
+    a = policy.predict(linear_image(), dropout=True)[0]
+    b = policy.predict(linear_image(), dropout=True)[0]
     assert a.seed != b.seed and a.sequence.to_dict() != b.sequence.to_dict()
+    assert a.sequence.meta["seed"] == a.seed
+
+
+def test_one_prediction_without_a_seed_is_the_deterministic_mean_edit(policy):
+    # Default for a single prediction: no dropout mask (every unit kept), so the same photo always gets the same
+    # edit and the sequence records "dropout": false instead of a seed.
+    a = policy.predict(linear_image())[0]
+    b = policy.predict(linear_image(), seed=None, dropout=False)[0]
+    assert a.seed is None and a.sequence.meta["dropout"] is False and "seed" not in a.sequence.meta
+    assert a.sequence.to_dict() == b.sequence.to_dict()
+    sampled = policy.predict(linear_image(), seed=3)[0]  # a seed asks for a dropout sample
+    assert sampled.seed == 3 and sampled.sequence.to_dict() != a.sequence.to_dict()
+    with pytest.raises(ValueError, match="need dropout"):
+        policy.predict(linear_image(), variants=2, dropout=False)
+    # in a batch, mean rows and sampled rows mix without affecting each other
+    rows = policy.predict_batch([linear_image()] * 2, seeds=[3, 3], dropout=[False, True])
+    for row, alone in ((rows[0], a), (rows[1], sampled)):  # equal up to the batched products' rounding
+        assert [s.filter for s in row.sequence.steps] == [s.filter for s in alone.sequence.steps]
+        np.testing.assert_allclose(row.sequence.packed()[1], alone.sequence.packed()[1], atol=1e-5)
 
 
 def test_by_default_a_filter_is_not_chosen_twice(policy):
@@ -158,6 +177,93 @@ def test_choosing_first_then_running_only_the_chosen_head_matches_the_full_forwa
         torch.testing.assert_close(actor.select_probs(x, masks[1]), probs)
         for choice in (torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([6, 7, 6, 0, 0, 7]), torch.full((6,), 4)):
             torch.testing.assert_close(actor.chosen_params(x, choice, masks[0]), packed[torch.arange(6), choice])
+
+
+@pytest.mark.parametrize("arch", [SMALL, {"widths": [4, 8, 8, 16], "proxy": 64, "input_gamma": 2.2}])
+def test_fused_inference_trunks_equal_the_two_trunks(arch):
+    # FusedTrunks runs both trunks as one grouped network and folds the 10 constant state planes into
+    # precomputed maps; for any state (borders included: the zero padding) it must give both trunks' features.
+    from exposure_engine.agent.fused import FusedTrunks, plane_values
+    from exposure_engine.agent.networks import encode, network_input
+
+    actor = Policy.random(seed=4, **arch).actor
+    for b in actor.select_trunk.body:  # non-zero biases too (a trained model has them)
+        if isinstance(b, torch.nn.Conv2d):
+            torch.nn.init.normal_(b.bias, std=0.1)
+    fused = FusedTrunks(actor)
+    torch.manual_seed(1)
+    img = torch.rand(5, 3, 64, 64) * 1.5
+    step, used = torch.tensor([0, 1, 2, 3, 4]), (torch.rand(5, 8) < 0.4).float()
+    with torch.inference_mode():
+        x = actor.inputs(img, step, used)
+        rgb = encode(network_input(img, actor.arch.proxy), actor.arch.input_gamma)
+        f_sel, f_par = fused(rgb, plane_values(step, used, actor.arch.n_steps))
+        torch.testing.assert_close(f_sel, actor.select_trunk(x), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(f_par, actor.param_trunk(x), atol=1e-5, rtol=1e-4)
+
+
+def test_prediction_equals_the_training_forward_with_torch_filters(policy):
+    # predict_batch uses the fused trunks, the chosen heads only and the renderer's pixel kernels for the
+    # states; stepping the training-time modules (full forward + torch filters) with the same dropout masks
+    # must make the same choices, parameters and states.
+    from exposure_engine.agent.networks import apply_choice
+
+    imgs = np.stack([policy_input for policy_input in (linear_image(64, 64, s) for s in range(4))])
+    preds = policy.predict_batch(imgs, seeds=[0, 1, 2, 3])
+    arch, n = policy.arch, len(imgs)
+    keep = 1.0 - arch.dropout
+    masks = torch.empty(n, arch.n_steps, 2, arch.flat)
+    for i in range(n):  # the masks predict_batch draws from each row's seed
+        g = torch.Generator().manual_seed(i)
+        masks[i] = (torch.rand(arch.n_steps, 2, arch.flat, generator=g) < keep).float() / keep
+    img = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    used = torch.zeros(n, 8)
+    with torch.inference_mode():
+        for t in range(arch.n_steps):
+            probs, packed = policy.actor(img, torch.full((n,), t), used, masks=(masks[:, t, 0], masks[:, t, 1]))
+            choice = choose(probs, used, torch.zeros(n), deterministic=True, allow_reuse=False)
+            assert choice.tolist() == [F.BY_NAME[p.sequence.steps[t].filter].index for p in preds]
+            np.testing.assert_allclose(np.stack([p.probabilities[t] for p in preds]), probs.numpy(), atol=1e-5)
+            img = apply_choice(img, choice, packed)
+            used[torch.arange(n), choice] = 1.0
+            np.testing.assert_allclose(np.stack([p.proxies[t + 1] for p in preds]), img.permute(0, 2, 3, 1).numpy(),
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_step_batch_applies_each_rows_own_filter_like_the_renderer_and_the_torch_formula():
+    from exposure_engine.renderer import step_batch
+
+    rng = np.random.default_rng(0)
+    states = (rng.random((8, 16, 24, 3)) * 1.2).astype(np.float32)
+    before = states.copy()
+    ids = np.arange(8)
+    raw = torch.from_numpy(rng.normal(size=(8, max(f.n_raw for f in F.FILTERS))).astype(np.float32))
+    packed = np.zeros((8, F.MAX_PACKED), np.float32)
+    for f in F.FILTERS:
+        packed[f.index, : f.n_packed] = f.params_from_raw(raw[f.index: f.index + 1, : f.n_raw])[0].numpy()
+    assert step_batch(states, ids, packed) is states
+    for f in F.FILTERS:
+        seq = EditSequence.from_packed([f.index], [packed[f.index]])
+        np.testing.assert_allclose(states[f.index], render(before[f.index], seq, clip=False), atol=1e-6)
+        ref = f.apply(torch.from_numpy(before[f.index: f.index + 1]).permute(0, 3, 1, 2),
+                      torch.from_numpy(packed[f.index: f.index + 1, : f.n_packed]))
+        np.testing.assert_allclose(states[f.index], ref[0].permute(1, 2, 0).numpy(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        step_batch(states.astype(np.float64), ids, packed)
+    with pytest.raises(ValueError, match="8 states, 3 filter ids"):
+        step_batch(states, ids[:3], packed)
+
+
+def test_the_fused_inference_network_follows_weight_changes(policy, tmp_path):
+    # The fused trunks are built once per policy; loading other weights into the same actor must not leave a
+    # stale copy behind.
+    pol = Policy.random(seed=3, **SMALL)
+    img = linear_image()
+    first = pol.predict(img, seed=0)[0].probabilities
+    pol.actor.load_state_dict(Policy.random(seed=9, **SMALL).actor.state_dict())
+    other = Policy.random(seed=9, **SMALL).predict(img, seed=0)[0].probabilities
+    np.testing.assert_allclose(pol.predict(img, seed=0)[0].probabilities, other, atol=1e-6)
+    assert not np.allclose(first, other)
 
 
 def test_an_encoded_input_view_changes_the_features_and_round_trips(tmp_path):

@@ -87,6 +87,21 @@ def test_predict_equals_the_policy_run_in_process_on_the_same_proxy(daemon, clie
     assert sequences_close(remote.sequence, local.sequence)
 
 
+def test_without_seed_or_variants_the_reply_is_the_mean_edit_of_the_in_process_policy(daemon, client):
+    # The default the plug-ins use: no dropout, so the same photo gets the same edit on every request.
+    img = make_image(300, 400)
+    first, again = client.predict(img)[0], client.predict(img)[0]
+    assert first.seed is None and first.sequence.meta.get("dropout") is False
+    assert sequences_close(first.sequence, again.sequence, tol=1e-7)
+    from exposure_engine.daemon.client import predict_proxy
+
+    _, policy = daemon.styles.get("default")
+    [local] = policy.predict(predict_proxy(img)[0])
+    assert sequences_close(first.sequence, local.sequence)
+    [sampled] = client.predict(img, dropout=True, seed=4)
+    assert sampled.seed == 4 and not sequences_close(sampled.sequence, first.sequence, tol=1e-6)
+
+
 def test_variants_use_consecutive_seeds_and_match_single_predictions(client):
     img = make_image(seed=3)
     preds = client.predict(img, variants=3, seed=20)
@@ -186,6 +201,9 @@ MALFORMED = [
     ("variants 1000", [header("predict", image=GOOD_IMG, variants=1000), PIX], Code.TOO_LARGE),
     ("variants float", [header("predict", image=GOOD_IMG, variants=2.0), PIX], Code.BAD_HEADER),
     ("seed string", [header("predict", image=GOOD_IMG, seed="7"), PIX], Code.BAD_HEADER),
+    ("dropout string", [header("predict", image=GOOD_IMG, dropout="no"), PIX], Code.BAD_HEADER),
+    ("variants without dropout", [header("predict", image=GOOD_IMG, variants=2, dropout=False), PIX],
+     Code.BAD_HEADER),
     ("style number", [header("predict", image=GOOD_IMG, style=3), PIX], Code.BAD_HEADER),
     ("style path", [header("predict", image=GOOD_IMG, style="../../etc"), PIX], Code.UNKNOWN_STYLE),
     ("nan pixels", [header("predict", image={**GOOD_IMG, "dtype": "float32", "encoding": "linear"}),

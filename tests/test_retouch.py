@@ -167,12 +167,22 @@ def test_same_seed_same_result_and_other_seeds_differ(photos, policy, tmp_path):
     assert (tmp_path / "a" / "gradient.tif").read_bytes() == (tmp_path / "b" / "gradient.tif").read_bytes()
 
 
-def test_without_a_seed_one_is_drawn_and_recorded_so_the_result_can_be_reproduced(photos, policy, tmp_path):
+def test_without_a_seed_the_mean_edit_is_written_and_is_the_same_every_run(photos, policy, tmp_path):
     first = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "a", seed=None)).sequences[0]
-    seed = first.meta["seed"]
-    assert isinstance(seed, int)
-    again = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "b", seed=seed)).sequences[0]
+    assert first.meta["dropout"] is False and "seed" not in first.meta
+    again = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "b", seed=None)).sequences[0]
     assert again.to_dict()["steps"] == first.to_dict()["steps"]
+    assert (tmp_path / "a" / "disc.tif").read_bytes() == (tmp_path / "b" / "disc.tif").read_bytes()
+    sampled = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "c", seed=1)).sequences[0]
+    assert sampled.meta["seed"] == 1 and sampled.to_dict()["steps"] != first.to_dict()["steps"]
+
+
+def test_variants_without_a_seed_draw_one_and_record_it_so_they_can_be_reproduced(photos, policy, tmp_path):
+    first = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "a", seed=None, variants=2)).sequences
+    seed = first[0].meta["seed"]
+    assert isinstance(seed, int) and first[1].meta["seed"] == seed + 1
+    again = R.retouch_file(photos["jpg"], policy, opts(tmp_path / "b", seed=seed, variants=2)).sequences
+    assert [s.to_dict()["steps"] for s in again] == [s.to_dict()["steps"] for s in first]
 
 
 def test_variants_are_numbered_files_with_consecutive_seeds(photos, policy, tmp_path):

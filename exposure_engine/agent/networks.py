@@ -105,7 +105,11 @@ def network_input(img: torch.Tensor, size: int) -> torch.Tensor:
     if img.shape[-1] != size or img.shape[-2] != size:
         if img.shape[-1] % size == 0 and img.shape[-2] == img.shape[-1]:
             k = img.shape[-1] // size
-            img = torch.nn.functional.avg_pool2d(img, k)  # an exact area reduction, faster than the adaptive one
+            while k % 2 == 0:  # 2x2 means by strided adds: ~4x faster than avg_pool2d on CPU for these sizes
+                img = (img[..., 0::2, 0::2] + img[..., 1::2, 0::2] + img[..., 0::2, 1::2] + img[..., 1::2, 1::2]) * 0.25
+                k //= 2
+            if k > 1:
+                img = torch.nn.functional.avg_pool2d(img, k)  # an exact area reduction, faster than the adaptive one
         else:
             img = torch.nn.functional.adaptive_avg_pool2d(img, size)
     return img.clamp(-1.0, 4.0)
@@ -157,14 +161,23 @@ class Actor(nn.Module):
 
     def select_probs(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """pi1 ``(B, 8)`` from :meth:`inputs` ``x``: the selection trunk and head only."""
-        logits = self.select(self._dropout(self.select_trunk(x), mask))
+        return self.probs_from_features(self.select_trunk(x), mask)
+
+    def probs_from_features(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """pi1 ``(B, 8)`` from the selection trunk's features ``(B, flat)``."""
+        logits = self.select(self._dropout(feat, mask))
         return torch.softmax(logits, 1) * (1.0 - PROB_FLOOR) + PROB_FLOOR / F.N_FILTERS
 
     def chosen_params(self, x: torch.Tensor, choice: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The chosen filters' packed parameters ``(B, MAX_PACKED)`` (zero padded), running the parameter trunk
         and only the heads of filters that some row chose (rows grouped by filter). Equal, up to float
         rounding, to ``select_params(forward(...)[1], choice)`` with the same dropout mask."""
-        feat = self._dropout(self.param_trunk(x), mask)
+        return self.params_from_features(self.param_trunk(x), choice, mask)
+
+    def params_from_features(self, feat: torch.Tensor, choice: torch.Tensor,
+                             mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`chosen_params` from the parameter trunk's features ``(B, flat)``."""
+        feat = self._dropout(feat, mask)
         ids = choice.tolist()
         first = ids[0]
         if all(k == first for k in ids):

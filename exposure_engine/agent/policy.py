@@ -8,10 +8,11 @@ A model folder (``models/NAME/``, docs/training.md) holds
 * ``model_card.md`` for people.
 
 :meth:`Policy.predict` runs the paper's test-time procedure on a 64x64 proxy: five steps, each choosing a filter
-(argmax of pi1 by default) and its parameters (pi2), with dropout ON so that different seeds give different,
-plausible variants (the paper's one-to-many). The randomness of a prediction comes only from its seed: each row of
-a batch draws its own dropout masks from its own generator, so a result does not depend on what else was in the
-batch, and ``seed`` / ``seed + i`` reproduce variant ``i``.
+(argmax of pi1 by default) and its parameters (pi2). With dropout ON (variants, or a seed given) different seeds
+give different, plausible variants (the paper's one-to-many); with dropout off (one prediction, no seed: the
+default) the result is the policy's mean edit, deterministic. The randomness of a prediction comes only from its
+seed: each row of a batch draws its own dropout masks from its own generator, so a result does not depend on what
+else was in the batch, and ``seed`` / ``seed + i`` reproduce variant ``i``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ import torch
 
 from .. import filters as F
 from ..sequence import EditSequence, Step
-from .networks import Actor, Arch, apply_chosen
+from ..renderer import step_batch
+from .fused import FusedTrunks, plane_values
+from .networks import Actor, Arch, apply_chosen, encode, network_input
 
 MODEL_FORMAT = "exposure-engine-model"
 MODEL_VERSION = 1
@@ -50,13 +53,13 @@ class Prediction:
     probabilities: ``(n_steps, 8)`` pi1 at each step (before any reuse mask), filter order of ``F.FILTERS``.
     proxies:       ``n_steps + 1`` states ``(64, 64, 3)`` float32: the input proxy, then after each step (unclipped;
                    ``render(proxies[0], sequence, clip=False)`` reproduces ``proxies[-1]``).
-    seed:          the seed that reproduces this prediction.
+    seed:          the seed that reproduces this prediction; None for a mean edit (no dropout: needs no seed).
     """
 
     sequence: EditSequence
     probabilities: np.ndarray
     proxies: list[np.ndarray] = field(repr=False)
-    seed: int = 0
+    seed: int | None = 0
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -179,34 +182,56 @@ class Policy:
     def to(self, device: str | torch.device) -> "Policy":
         self.device = torch.device(device)
         self.actor.to(self.device)
+        self._fused_trunks = None
         return self
 
+    def _fused(self) -> FusedTrunks:
+        """The actor's trunks restructured for inference: built on first use, rebuilt if the actor's trunk weights
+        have changed since (their in-place version counters, e.g. a training step or load_state_dict)."""
+        trunks = [*self.actor.select_trunk.parameters(), *self.actor.param_trunk.parameters()]
+        key = tuple((id(w), w._version) for w in trunks)
+        if getattr(self, "_fused_trunks", None) is None or self._fused_key != key:
+            self._fused_trunks = FusedTrunks(self.actor).to(self.device)
+            self._fused_key = key
+        return self._fused_trunks
+
     # --- inference --------------------------------------------------------------------------------------------
-    def predict(self, proxy: np.ndarray, *, variants: int = 1, seed: int | None = None,
+    def predict(self, proxy: np.ndarray, *, variants: int = 1, seed: int | None = None, dropout: bool | None = None,
                 deterministic_choice: bool = True, allow_reuse: bool = False) -> list[Prediction]:
         """Edit sequences for one image.
 
         proxy: ``(h, w, 3)`` float32 linear RGB, any size (area-resized to a 64x64 state).
         variants: how many predictions; variant ``i`` uses seed ``seed + i`` (dropout masks, and the filter draw
             when ``deterministic_choice`` is False). ``seed=None`` draws a fresh random seed.
+        dropout: sample dropout masks (the paper's test time: one of many plausible edits) or not (the policy's
+            *mean* edit: no unit dropped, deterministic). ``None`` (default): on when ``variants > 1`` or a
+            ``seed`` is given, so one prediction without a seed is the mean edit, which scored better on held-out
+            photos (docs/training.md, "Dropout at inference").
         deterministic_choice: argmax of pi1 (the paper's test time) rather than a sample.
         allow_reuse: let a filter appear twice (training penalises reuse; by default inference masks used filters).
         """
         if variants < 1:
             raise ValueError(f"variants must be >= 1, got {variants}")
+        if dropout is None:
+            dropout = variants > 1 or seed is not None
+        if not dropout and variants > 1:
+            raise ValueError("variants > 1 need dropout (without it every variant is the same edit)")
         small = resize_proxy(proxy, STATE_SIZE)
         base = secrets.randbits(31) if seed is None else int(seed)
         return self.predict_batch(np.repeat(small[None], variants, 0), seeds=[base + i for i in range(variants)],
-                                  deterministic_choice=deterministic_choice, allow_reuse=allow_reuse)
+                                  dropout=dropout, deterministic_choice=deterministic_choice, allow_reuse=allow_reuse)
 
     @torch.inference_mode()
     def predict_batch(self, proxies: np.ndarray | Sequence[np.ndarray], *, seeds: Sequence[int] | None = None,
-                      deterministic_choice: bool = True, allow_reuse: bool = False) -> list[Prediction]:
+                      dropout: bool | Sequence[bool] = True, deterministic_choice: bool = True,
+                      allow_reuse: bool = False) -> list[Prediction]:
         """Edit sequences for N proxies in one forward pass per step.
 
         proxies: ``(N, 64, 64, 3)`` float32 linear RGB (or a list of ``(h, w, 3)`` arrays, resized here).
         seeds: one per proxy (default: fresh random seeds). Row i's result equals ``predict(proxies[i], seed=seeds[i])``
             up to float rounding (~1e-7: the batched matrix products may round differently).
+        dropout: for all rows or one per row (see :meth:`predict`); a row without dropout is its mean edit, the
+            same whatever its seed (the seed then only matters with ``deterministic_choice=False``).
         """
         arch = self.arch
         batch = np.stack([resize_proxy(p, STATE_SIZE) for p in proxies]) if len(proxies) else np.zeros((0,))
@@ -216,6 +241,9 @@ class Policy:
         seeds = [secrets.randbits(31) for _ in range(n)] if seeds is None else [int(s) for s in seeds]
         if len(seeds) != n:
             raise ValueError(f"got {len(seeds)} seeds for {n} proxies")
+        drop = [bool(dropout)] * n if isinstance(dropout, (bool, np.bool_)) else [bool(d) for d in dropout]
+        if len(drop) != n:
+            raise ValueError(f"got {len(drop)} dropout flags for {n} proxies")
         steps = arch.n_steps
         # Per-row randomness, drawn up front: dropout masks for both trunks at every step, and a uniform per step.
         keep = 1.0 - arch.dropout
@@ -224,28 +252,45 @@ class Policy:
         for i, s in enumerate(seeds):
             g = torch.Generator().manual_seed(s)
             masks[i] = (torch.rand(steps, 2, arch.flat, generator=g) < keep).float() / max(keep, 1e-12)
+            if not drop[i]:  # the mean edit: every unit kept (inverted dropout needs no rescaling then)
+                masks[i] = 1.0
             uniforms[i] = torch.rand(steps, generator=g, dtype=torch.float64)
         masks, dev = masks.to(self.device), self.device
 
-        img = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().to(dev)
+        fused = self._fused()
+        on_cpu = dev.type == "cpu"
+        # States live in one NHWC buffer: on the CPU each step runs the renderer's pixel kernels in place
+        # (renderer.step_batch: ~10x faster than the torch filters on 64x64 proxies, same values to ~1e-6); the
+        # networks read NCHW views of it. Elsewhere (CUDA) the torch filters run on the device.
+        states = np.empty((steps + 1, *batch.shape), np.float32)
+        states[0] = batch
+        img = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(dev)
         used = torch.zeros(n, F.N_FILTERS, device=dev)
-        states = [batch]
         probs_all, choices, params = [], [], []
         for t in range(steps):
             step = torch.full((n,), t, dtype=torch.long, device=dev)
-            # Choose first (selection trunk + head), then run the parameter trunk and only the chosen filters'
-            # heads: the same result as the full forward's row for that filter, without 7 unused heads.
-            x = self.actor.inputs(img, step, used)
-            probs = self.actor.select_probs(x, masks[:, t, 1])
+            # Both trunks at once (FusedTrunks), then choose, then only the chosen filters' parameter heads: the
+            # same result as the full forward's row for that filter, without 7 unused heads.
+            rgb = encode(network_input(img, arch.proxy), arch.input_gamma)
+            f_sel, f_par = fused(rgb, plane_values(step, used, arch.n_steps))
+            probs = self.actor.probs_from_features(f_sel, masks[:, t, 1])
             choice = choose(probs, used, uniforms[:, t].to(dev), deterministic=deterministic_choice,
                             allow_reuse=allow_reuse)
-            p = self.actor.chosen_params(x, choice, masks[:, t, 0])
-            img = apply_chosen(img, choice, p)
+            p = self.actor.params_from_features(f_par, choice, masks[:, t, 0])
             used[torch.arange(n, device=dev), choice] = 1.0
-            states.append(img.permute(0, 2, 3, 1).float().cpu().numpy())
+            choice_np, p_np = choice.cpu().numpy(), p.float().cpu().numpy()
+            if on_cpu:
+                states[t + 1] = states[t]
+                step_batch(states[t + 1], choice_np, p_np)
+                # A contiguous NCHW copy (50 us): convolutions and pooling on the strided NHWC view cost ~1 ms
+                # more per step for a batch of 8.
+                img = torch.from_numpy(np.ascontiguousarray(states[t + 1].transpose(0, 3, 1, 2)))
+            else:
+                img = apply_chosen(img, choice, p)
+                states[t + 1] = img.permute(0, 2, 3, 1).float().cpu().numpy()
             probs_all.append(probs.float().cpu().numpy())
-            choices.append(choice.cpu().numpy())
-            params.append(p.float().cpu().numpy())
+            choices.append(choice_np)
+            params.append(p_np)
 
         out = []
         for i in range(n):
@@ -257,9 +302,10 @@ class Policy:
                 st.meta = {"probabilities": {f.name: round(float(pr[t, f.index]), 6) for f in F.FILTERS},
                            "label": st.label}
                 seq_steps.append(st)
-            seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash},
-                                           "seed": seeds[i]})
-            out.append(Prediction(seq, pr, [np.ascontiguousarray(s[i]) for s in states], seeds[i]))
+            # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
+            how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
+            seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})
+            out.append(Prediction(seq, pr, [states[t, i] for t in range(steps + 1)], seeds[i] if drop[i] else None))
         return out
 
 

@@ -3,7 +3,7 @@
 Without ``--server`` the model runs in this process (nothing to start, nothing left running). With
 ``--server URL`` the daemon at URL predicts; ``--start-daemon`` starts one there first if none answers (it
 exits by itself after 10 idle minutes). Either way the photo is reduced here to the same 256 px linear
-proxy, so both paths give the same sequence for the same ``--seed``.
+proxy, so both paths give the same sequence (the model's mean edit, or the dropout sample of a ``--seed``).
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def register(sub) -> None:
                    help="in-process: use an untrained deterministic policy (for trying the pipeline)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="in-process device")
     p.add_argument("--variants", type=int, default=1, metavar="N", help="N variants (dropout samples)")
-    p.add_argument("--seed", type=int, metavar="S", help="reproducible result (variant i uses S + i)")
+    p.add_argument("--seed", type=int, metavar="S", help="a reproducible dropout sample (variant i uses S + i); "
+                   "without --seed and --variants: the model's mean edit (no dropout, deterministic)")
     p.add_argument("--input-encoding", choices=["auto", "srgb", "linear"], default="auto",
                    help="how non-RAW pixels are encoded (default: from the file)")
     p.set_defaults(func=run)
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             input_kind, raw_wb = "raw", camera_white_balance(args.image)
     n = len(sequences)
     for i, seq in enumerate(sequences):
-        print(f"variant {i + 1} (seed {seq.meta.get('seed')}): " + "; ".join(seq.labels()), file=sys.stderr)
+        how = f"seed {seq.meta['seed']}" if "seed" in seq.meta else "mean edit"
+        print(f"variant {i + 1} ({how}): " + "; ".join(seq.labels()), file=sys.stderr)
         if args.format == "json":
             if args.output:
                 path = variant_path(Path(args.output), i, n)

@@ -33,8 +33,9 @@ def register(sub) -> None:
     p.add_argument("--variants", type=int, default=1, metavar="N",
                    help="N dropout samples per photo (the paper's one-to-many): <stem>.v1.tif ... <stem>.vN.tif")
     p.add_argument("--seed", type=int, default=None, metavar="S",
-                   help="seed for reproducible results (variant i uses S + i); default: a fresh one per photo, "
-                        "recorded in its JSON")
+                   help="a reproducible dropout sample (variant i uses S + i). Without --seed and --variants each "
+                        "photo gets the model's mean edit (no dropout: deterministic); with --variants and no "
+                        "--seed a fresh seed per photo, recorded in its JSON")
     p.add_argument("--steps", action="store_true",
                    help="also write <stem>.steps.png: each step's proxy, filter, parameters and probabilities")
     p.add_argument("--input-encoding", choices=["auto", "srgb", "linear"], default="auto",

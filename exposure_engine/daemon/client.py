@@ -62,7 +62,7 @@ class RemotePrediction:
 
     sequence: Any  # EditSequence
     probabilities: np.ndarray
-    seed: int
+    seed: int | None  # None: the mean edit (no dropout)
     style: str
     model: dict = field(default_factory=dict)
 
@@ -210,20 +210,25 @@ class Client:
         return self.request("info")[0]
 
     def predict(self, image: np.ndarray, variants: int = 1, seed: int | None = None, style: str | None = None, *,
-                encoding: str | None = None, timeout: float | None = None) -> list[RemotePrediction]:
+                dropout: bool | None = None, encoding: str | None = None,
+                timeout: float | None = None) -> list[RemotePrediction]:
         """Edit sequences for ``image`` ``(H, W, 3)``: uint8/uint16 are taken as sRGB-encoded unless
         ``encoding="linear"``; float32 as linear. Only a small proxy (:func:`predict_proxy`) is sent.
-        ``seed`` reproduces a result (variant i uses seed + i); ``style`` picks a model folder."""
+        ``seed`` reproduces a dropout sample (variant i uses seed + i); ``dropout`` as in ``Policy.predict``
+        (default: sampled for variants or a seed, else the model's mean edit); ``style`` picks a model folder."""
         proxy, enc = predict_proxy(image, encoding)
         fields: dict = {"image": P.describe_array(proxy, enc), "variants": int(variants)}
         if seed is not None:
             fields["seed"] = int(seed)
+        if dropout is not None:
+            fields["dropout"] = bool(dropout)
         if style is not None:
             fields["style"] = style
         head, _ = self.request("predict", fields, [P.array_frame(proxy, fields["image"]["dtype"])], timeout=timeout)
         try:
             return [RemotePrediction(sequence_from_reply(p["sequence"]), np.asarray(p["probabilities"], np.float32),
-                                     int(p["seed"]), str(head["style"]), dict(head.get("model", {})))
+                                     None if p["seed"] is None else int(p["seed"]), str(head["style"]),
+                                     dict(head.get("model", {})))
                     for p in head["predictions"]]
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError("bad_reply", f"malformed predict reply: {e}") from None

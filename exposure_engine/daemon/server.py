@@ -372,6 +372,15 @@ class Server:
             job.parsed["variants"] = P.get_int(h, "variants", 1, 1, lim.max_variants, limit_code=Code.TOO_LARGE)
             job.parsed["seed"] = P.get_int(h, "seed", None, 0, 2**31 - 1)
             job.parsed["style"] = P.get_str(h, "style", None)
+            dropout = h.get("dropout")
+            if dropout is not None and not isinstance(dropout, bool):
+                raise ProtocolError(Code.BAD_HEADER, "header.dropout must be true, false or absent")
+            if dropout is None:  # as Policy.predict: sampled for variants or a seed, else the mean edit
+                dropout = job.parsed["variants"] > 1 or job.parsed["seed"] is not None
+            if not dropout and job.parsed["variants"] > 1:
+                raise ProtocolError(Code.BAD_HEADER, "variants > 1 need dropout (without it every variant is the "
+                                                     "same edit)")
+            job.parsed["dropout"] = dropout
         elif job.kind == "render":
             job.parsed["image"] = P.parse_descriptor(h.get("image"), max_pixels=lim.max_render_pixels)
             P.get_object(h, "sequence")
@@ -505,7 +514,7 @@ class Server:
 
     def _predict_batch(self, jobs: list[Job]) -> list[tuple[Job, list]]:
         """Run a batch of predict jobs; returns each job with its reply frames (errors included)."""
-        from ..agent.policy import resize_proxy
+        from ..agent.policy import STATE_SIZE, resize_proxy
 
         replies: list[tuple[Job, list]] = []
         groups: dict[str, tuple[Any, list]] = {}  # style -> (policy, [(job, proxy, seeds)])
@@ -515,7 +524,7 @@ class Server:
                 dtype, shape, enc = job.parsed["image"]
                 img = P.to_linear(P.frame_array(job.payload[0].buffer, dtype, shape), enc, copy=False)
                 try:
-                    small = resize_proxy(img, policy.arch.proxy)
+                    small = resize_proxy(img, STATE_SIZE)  # what Policy.predict makes of the same proxy
                 except ValueError as e:
                     raise ProtocolError(Code.BAD_IMAGE, f"image: {e}") from None
                 base = job.parsed["seed"] if job.parsed["seed"] is not None else secrets.randbits(31)
@@ -529,7 +538,8 @@ class Server:
             try:
                 for i in range(0, len(rows), self.config.max_batch):
                     chunk = rows[i:i + self.config.max_batch]
-                    preds += policy.predict_batch(np.stack([r[1] for r in chunk]), seeds=[r[2] for r in chunk])
+                    preds += policy.predict_batch(np.stack([r[1] for r in chunk]), seeds=[r[2] for r in chunk],
+                                                  dropout=[r[0].parsed["dropout"] for r in chunk])
                     with self._stats_lock:
                         self.stats["predict_batches"] += 1
                         self.stats["predict_rows"] += len(chunk)

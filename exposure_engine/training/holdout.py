@@ -44,16 +44,20 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     photos = Path(photos)
     names = split["holdout_inputs"]
     rng = np.random.default_rng(seed)
-    methods = {"model": [], "libraw_like": [], "identity": [], "gimp_auto": []}
+    # "model": the edit retouch / the daemon / the plug-ins make by default (the mean edit, no dropout);
+    # "model_dropout_sample": the paper's test time (dropout on), one sample per photo (seed variants_seed).
+    methods = {"model": [], "model_dropout_sample": [], "libraw_like": [], "identity": [], "gimp_auto": []}
     originals = []
     per_image = []
     for name in names:
         srgb = D.read_photo_srgb(photos / name)
         lin = unprocess(srgb, random_params(rng))
-        pred = pol.predict(make_proxy(lin, 64), seed=variants_seed)[0]
+        proxy = make_proxy(lin, 64)
+        pred = pol.predict(proxy)[0]
         out = render(lin, pred.sequence)
         originals.append(srgb)
         methods["model"].append(out)
+        methods["model_dropout_sample"].append(render(lin, pol.predict(proxy, seed=variants_seed)[0].sequence))
         methods["libraw_like"].append(B.libraw_like(lin))
         methods["identity"].append(B.identity(lin))
         methods["gimp_auto"].append(B.gimp_auto(lin))
@@ -72,7 +76,8 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     return result
 
 
-def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, seed: int = 0, width: int = 640) -> dict:
+def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, seed: int | None = None,
+                     width: int = 640) -> dict:
     """Develop a real RAW file three ways and save them side by side (PNG): linear data sRGB-encoded, LibRaw's
     default development, and the model's edit. Returns the model's sequence labels and output statistics."""
     import cv2
@@ -85,7 +90,7 @@ def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, 
 
     pol = Policy.load(model)
     lin = load_image(raw)
-    pred = pol.predict(make_proxy(lin, 64), seed=seed)[0]
+    pred = pol.predict(make_proxy(lin, 64), seed=seed)[0]  # seed None: the mean edit (what retouch makes)
     out = render(lin, pred.sequence)
     panels = [B.identity(lin), B.libraw_default(raw), out]
     titles = ["linear (sRGB-encoded)", "LibRaw default", f"model '{pol.name}'"]

@@ -98,7 +98,8 @@ class Client:
 
     def predict(self, linear: np.ndarray, variants: int = 1, seed: int | None = None, style: str | None = None,
                 timeout: float = 120.0) -> list[dict]:
-        """Predictions for a linear float32 ``(H, W, 3)`` proxy: ``[{"sequence": {...}, "seed": int}, ...]``.
+        """Predictions for a linear float32 ``(H, W, 3)`` proxy: ``[{"sequence": {...}, "seed": int or None}, ...]``
+        (None: the model's mean edit, what one prediction without a seed is).
         The first predict of a style loads its model, hence the long default timeout."""
         a = np.ascontiguousarray(linear, dtype="<f4")
         fields: dict = {"image": {"dtype": "float32", "shape": list(a.shape), "encoding": "linear"},

@@ -9,7 +9,7 @@ layer, in 32-bit float linear precision so that nothing clips between steps, ins
 
 Non-interactive arguments: ``sequence`` (a saved edit-sequence JSON to apply; empty = ask the model),
 ``server`` (daemon address; empty = the installer's setting or tcp://127.0.0.1:5557), ``style``, ``variants``,
-``seed`` (-1 = random), ``mode`` (``native`` or ``exact``). docs/gimp.md has the details and measurements.
+``seed`` (-1 = the model's mean edit, or fresh samples for variants), ``mode`` (``native`` or ``exact``). docs/gimp.md has the details and measurements.
 """
 import json
 import os
@@ -280,7 +280,7 @@ class ExposureAutoRetouch(Gimp.PlugIn):
         proc.add_string_argument("style", "St_yle", "Model folder to use (empty: the daemon's default)", "", rw)
         proc.add_int_argument("variants", "_Variants", "How many alternative edits (one layer group each)",
                               1, 8, 1, rw)
-        proc.add_int_argument("seed", "See_d", "Seed of the edit (-1: a new one each run)", -1, 2**31 - 1, -1, rw)
+        proc.add_int_argument("seed", "See_d", "Seed of a dropout sample (-1: the model's mean edit, or new samples for variants)", -1, 2**31 - 1, -1, rw)
         choice = Gimp.Choice.new()
         choice.add("native", 0, "Native GIMP operations where exact", "")
         choice.add("exact", 1, "Engine-rendered pixels for every step", "")
