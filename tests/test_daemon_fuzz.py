@@ -96,6 +96,7 @@ def random_message(rng: random.Random) -> list[bytes]:
         if kind == "predict":
             for key, choices in (("variants", [1, 2, 0, 17, -1, 1.0, "2", None, 10**20]),
                                  ("seed", [0, 5, -1, 2**40, 1.5, "7", None]),
+                                 ("dropout", [True, False, None, 0, 1, "yes", []]),
                                  ("style", ["default", None, "nope", "../x", 3, "", "a" * 500])):
                 if rng.random() < 0.4:
                     head[key] = rng.choice(choices)

@@ -287,8 +287,10 @@ def test_a_slow_render_does_not_hold_up_ping_or_predict(daemon):
     assert order.index("render") == 2, order
 
 
-def test_concurrent_predicts_are_batched_and_each_keeps_its_own_seed():
-    with running_server(ServerConfig(batch_window_ms=300)) as server:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_predicts_are_batched_and_each_keeps_its_own_seed(workers):
+    with running_server(ServerConfig(batch_window_ms=300, predict_workers=workers)) as server:
+        assert server.info()["batching"]["predict_workers"] == workers
         img = make_image()
         results: dict[int, object] = {}
 

@@ -261,7 +261,7 @@ class Policy:
         on_cpu = dev.type == "cpu"
         # States live in one NHWC buffer: on the CPU each step runs the renderer's pixel kernels in place
         # (renderer.step_batch: ~10x faster than the torch filters on 64x64 proxies, same values to ~1e-6); the
-        # networks read NCHW views of it. Elsewhere (CUDA) the torch filters run on the device.
+        # networks read an NCHW copy of each. Elsewhere (CUDA) the torch filters run on the device.
         states = np.empty((steps + 1, *batch.shape), np.float32)
         states[0] = batch
         img = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(dev)

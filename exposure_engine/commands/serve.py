@@ -40,6 +40,8 @@ def register(sub) -> None:
                         "only while several clients are predicting at once)")
     p.add_argument("--render-workers", type=int, default=1, metavar="N",
                    help="renders run at once (default 1; each already uses every core)")
+    p.add_argument("--predict-workers", type=int, default=None, metavar="N",
+                   help="threads running predict batches side by side (default 1: batching pays more on 2 cores)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch intra-op threads (default 1 on a CPU: concurrent predicts are batched instead)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -72,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon.server import Server, ServerConfig, ServerError, check_bind
     from ..daemon.styles import Styles, model_roots, resolve_device
 
-    if args.max_frame_mb <= 0 or args.render_workers < 1:
-        raise CLIError("--max-frame-mb and --render-workers must be positive")
+    if args.max_frame_mb <= 0 or args.render_workers < 1 or (args.predict_workers or 1) < 1:
+        raise CLIError("--max-frame-mb, --render-workers and --predict-workers must be positive")
     config = ServerConfig(bind=args.bind, device=args.device, allow_remote=args.allow_remote,
                           keys_dir=Path(args.keys) if args.keys else None, idle_exit=args.idle_exit,
                           limits=replace(Limits(), max_frame_bytes=int(args.max_frame_mb * 2**20)),
                           batch_window_ms=args.batch_window_ms, render_workers=args.render_workers,
+                          predict_workers=args.predict_workers,
                           torch_threads=args.torch_threads, drain_timeout=args.drain_timeout)
     try:
         check_bind(config)  # before torch is imported: a refused bind answers at once

@@ -57,6 +57,13 @@ class EndpointInUse(ServerError):
     pass
 
 
+def default_predict_workers(device: str) -> int:
+    """Predict threads: 1. Two on the 2-core CPU (each batch with one torch thread) were measured no better with 8
+    clients (p50 41-42 ms vs 38-41 ms with one; docs/protocol.md): the batches halve and the Python parts of two
+    batches share the GIL. ``--predict-workers`` is there for machines with more cores."""
+    return 1
+
+
 def default_batch_window_ms(device: str) -> float:
     """How long the predict worker may wait for more requests to batch with the first one.
 
@@ -79,6 +86,7 @@ class ServerConfig:
     batch_window_ms: float | None = None    # None: default_batch_window_ms(device)
     max_batch: int = 32                     # rows per predict_batch call
     render_workers: int = 1                 # the renderer already uses every core
+    predict_workers: int | None = None      # threads taking predict batches; None: default_predict_workers()
     predict_queue: int = 1024
     render_queue: int = 4                   # each queued render holds its pixels in memory
     export_queue: int = 32
@@ -116,6 +124,7 @@ class Server:
         # lone client never waits. Measured with 8 clients on 2 busy cores (cpu-fast policy): a fixed 10 ms
         # window -> 7.6 rows/batch, p50 174 ms, 38 predicts/s; no window -> 3.2 rows/batch, p50 206 ms, 33/s.
         self.adaptive_window = self.config.batch_window_ms is None and not self.device.startswith("cuda")
+        self.predict_workers = max(1, self.config.predict_workers or default_predict_workers(self.device))
         self._predict_clients: dict[bytes, float] = {}  # client identity -> last predict time
         self._clients_lock = threading.Lock()
         self.endpoint: str | None = None
@@ -186,7 +195,8 @@ class Server:
         for name, msg in self.styles.preload().items():
             log.warning("style %s not loaded: %s", name, msg)
         self.warm_up()
-        self._spawn("predict", self._predict_loop)
+        for i in range(self.predict_workers):
+            self._spawn(f"predict-{i}", self._predict_loop)
         for i in range(max(1, cfg.render_workers)):
             self._spawn(f"render-{i}", lambda: self._simple_loop("render", self._do_render))
         self._spawn("export", lambda: self._simple_loop("export", self._do_export))
@@ -406,6 +416,7 @@ class Server:
             "filters": [f.name for f in F.FILTERS], "kinds": list(P.KINDS), "limits": self.limits.to_dict(),
             "export_formats": list(P.EXPORT_FORMATS) if _exporters_available() else [],
             "batching": {"window_ms": self.batch_window * 1000.0, "adaptive": self.adaptive_window,
+                         "predict_workers": self.predict_workers,
                          "max_batch": self.config.max_batch},
             "queues": {k: q.qsize() for k, q in self._queues.items()},
             "stats": dict(self.stats), "uptime_s": round(time.time() - self._started, 3),
@@ -485,7 +496,9 @@ class Server:
                 except queue.Empty:
                     continue
                 deadline = time.monotonic() + self.batch_window
-                want = min(self.config.max_batch, self._active_clients() if self.adaptive_window else 1 << 30)
+                # Adaptive: wait for this worker's share of the active clients' requests, at most the window.
+                share = -(-self._active_clients() // self.predict_workers)
+                want = min(self.config.max_batch, share if self.adaptive_window else 1 << 30)
                 while len(batch) < self.config.max_batch:
                     try:  # everything already queued joins at once; then wait out the window, if any
                         batch.append(q.get_nowait())
