@@ -18,6 +18,8 @@ os.replace), the final model folder, ``history.json`` and the report plots.
 """
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import json
 import math
@@ -258,6 +260,8 @@ def train(cfg: TrainConfig) -> dict:
         actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
     actor.train()
     _broadcast_params([actor, value, disc], world)
+    # Polyak average of the actor (recipe.ema): updated after every actor step, checkpointed, and what is saved.
+    ema = copy.deepcopy(actor).requires_grad_(False) if recipe.ema > 0 else None
     betas = tuple(recipe.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=recipe.lr_d, betas=betas)
     opt_a = torch.optim.Adam(actor.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio, betas=betas)
@@ -285,6 +289,8 @@ def train(cfg: TrainConfig) -> dict:
             torch.set_rng_state(ck["torch_rng"])
             rng.bit_generator.state = ck["np_rng"]
         _broadcast_params([actor, value, disc], world)
+        if ema is not None:
+            ema.load_state_dict(ck["ema_actor"] if ck.get("ema_actor") is not None else actor.state_dict())
         log(f"resumed from {ckpt_path} at iteration {start_iter}")
     elif cfg.resume:
         log(f"--resume: no checkpoint in {out}, starting from scratch")
@@ -306,7 +312,8 @@ def train(cfg: TrainConfig) -> dict:
                  "pool": pool.state_dict(), "fakes": fakes.state_dict(), "history": history, "monitor": monitor,
                  "iteration": iteration, "elapsed": elapsed_before + time.monotonic() - t_start,
                  "recipe": recipe.to_dict(), "config": {"arch": arch.to_dict(), "recipe": recipe.to_dict()},
-                 "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state, "seed": cfg.seed}
+                 "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state, "seed": cfg.seed,
+                 "ema_actor": None if ema is None else ema.state_dict()}
         import io
 
         buf = io.BytesIO()
@@ -316,7 +323,7 @@ def train(cfg: TrainConfig) -> dict:
     def run_monitor(iteration: int) -> None:
         from .report import proxy_histogram_intersection
 
-        pol = Policy(actor, name="monitor")
+        pol = Policy(actor if ema is None else ema, name="monitor")  # the weights that will be saved
         preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
         actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
         outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
@@ -362,6 +369,10 @@ def train(cfg: TrainConfig) -> dict:
         _sync_grads([actor, value], world)
         opt_a.step()
         opt_v.step()
+        if ema is not None:
+            with torch.no_grad():
+                for pe, pa in zip(ema.parameters(), actor.parameters()):
+                    pe.lerp_(pa, 1.0 - recipe.ema)
         fakes.add(pool.put_back(idx, new_img, new_step, new_used))
         it += 1
 
@@ -400,7 +411,7 @@ def train(cfg: TrainConfig) -> dict:
             run_monitor(it)
         checkpoint(it)
         name = cfg.name or out.name
-        pol = Policy(actor, name=name, config={"recipe": recipe.to_dict()})
+        pol = Policy(actor if ema is None else ema, name=name, config={"recipe": recipe.to_dict()})
         training = {**{k: v for k, v in summary.items() if k != "actor_sha256"}, "seed": cfg.seed, "unprocess": cfg.unprocess,
                     "n_input_files": len(inputs.files), "n_target_files": len(targets.files),
                     "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__, **cfg.extra}

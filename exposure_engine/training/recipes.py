@@ -44,6 +44,8 @@ class Recipe:
     fake_pool_size: int = 256  # recent finished images the critic sees as fakes
     threads: int = 2  # torch intra-op threads per process (OMP_WAIT_POLICY=PASSIVE is set by the command)
     monitor_every: int = 100  # iterations between histogram-intersection checks on held-out proxies
+    ema: float = 0.0  # > 0: keep an exponential moving average of the actor's weights (decay per iteration) and
+    #                   ship that instead of the last iterate (Polyak averaging; not in the paper; 0 = off)
 
     def to_dict(self) -> dict:
         d = asdict(self)
