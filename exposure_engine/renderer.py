@@ -214,16 +214,22 @@ def _scan_nonfinite(img, bad):
         bad[y] = _first_nonfinite(img[y].reshape(-1), 0)
 
 
-def kernel_constants(sequence: EditSequence) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids int32 (S,), consts float32 (S, MAX_KERNEL_CONSTS))``: each step's filter id and the constants
-    its ``pixel`` kernel reads (``Filter.prepare`` of the packed parameters, zero-padded)."""
-    ids, params = sequence.packed()
+def _prepared(ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """``consts float32 (S, MAX_KERNEL_CONSTS)``: for each filter id and packed parameter row, the constants its
+    ``pixel`` kernel reads (``Filter.prepare`` of the packed parameters, zero-padded)."""
     consts = np.zeros((len(ids), F.MAX_KERNEL_CONSTS), np.float32)
-    for s, (fid, p) in enumerate(zip(ids, params)):
+    for s, (fid, p) in enumerate(zip(ids, packed)):
         f = F.FILTERS[int(fid)]
         k = f.prepare(p[: f.n_packed]) if f.prepare is not None else p[: f.n_packed]
         consts[s, : k.size] = k
-    return ids, consts
+    return consts
+
+
+def kernel_constants(sequence: EditSequence) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids int32 (S,), consts float32 (S, MAX_KERNEL_CONSTS))``: each step's filter id and the constants
+    its ``pixel`` kernel reads (:func:`_prepared`)."""
+    ids, params = sequence.packed()
+    return ids, _prepared(ids, params)
 
 
 def step_batch(states: np.ndarray, filter_ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
@@ -232,20 +238,15 @@ def step_batch(states: np.ndarray, filter_ids: np.ndarray, packed: np.ndarray) -
     as :func:`render` (so the result equals ``render(states[b], one-step sequence, clip=False)``).
 
     states: float32 ``(B, H, W, 3)`` C-contiguous; filter_ids ``(B,)`` ints; packed ``(B, >= n_packed)``.
-    Returns ``states``. Inference uses it instead of the torch filters: ~10x faster on 64x64 proxies."""
+    Returns ``states``. Inference uses it instead of the torch filters: for 8 64x64 states with 8 different
+    filters 0.11 vs 1.22 ms (docs/training.md)."""
     if states.dtype != np.float32 or states.ndim != 4 or states.shape[3] != 3 or not states.flags.c_contiguous:
         raise ValueError(f"states must be C-contiguous float32 (B, H, W, 3), got {states.dtype} {states.shape}")
     ids = np.asarray(filter_ids, np.int32).reshape(-1)
     packed = np.asarray(packed, np.float32)
     if ids.shape[0] != states.shape[0] or packed.shape[0] != states.shape[0]:
         raise ValueError(f"{states.shape[0]} states, {ids.shape[0]} filter ids, {packed.shape[0]} parameter rows")
-    consts = np.zeros((ids.shape[0], F.MAX_KERNEL_CONSTS), np.float32)
-    for b, fid in enumerate(ids):
-        f = F.FILTERS[int(fid)]
-        p = packed[b, : f.n_packed]
-        k = f.prepare(p) if f.prepare is not None else p
-        consts[b, : k.size] = k
-    _step_batch(states, ids, consts)
+    _step_batch(states, ids, _prepared(ids, packed))
     return states
 
 

@@ -176,15 +176,16 @@ def test_choosing_first_then_running_only_the_chosen_head_matches_the_full_forwa
         x = actor.inputs(img, step, used)
         torch.testing.assert_close(actor.select_probs(x, masks[1]), probs)
         for choice in (torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([6, 7, 6, 0, 0, 7]), torch.full((6,), 4)):
-            torch.testing.assert_close(actor.chosen_params(x, choice, masks[0]), packed[torch.arange(6), choice])
+            torch.testing.assert_close(actor.params_from_features(actor.param_trunk(x), choice, masks[0]),
+                                       packed[torch.arange(6), choice])
 
 
 @pytest.mark.parametrize("arch", [SMALL, {"widths": [4, 8, 8, 16], "proxy": 64, "input_gamma": 2.2}])
 def test_fused_inference_trunks_equal_the_two_trunks(arch):
     # FusedTrunks runs both trunks as one grouped network and folds the 10 constant state planes into
     # precomputed maps; for any state (borders included: the zero padding) it must give both trunks' features.
-    from exposure_engine.agent.fused import FusedTrunks, plane_values
-    from exposure_engine.agent.networks import encode, network_input
+    from exposure_engine.agent.fused import FusedTrunks
+    from exposure_engine.agent.networks import encode, network_input, plane_values
 
     actor = Policy.random(seed=4, **arch).actor
     for b in actor.select_trunk.body:  # non-zero biases too (a trained model has them)

@@ -12,7 +12,7 @@ loaded policy, exactly (up to float rounding; tests/test_agent.py compares with 
   ``sum_c (v_c - 0.5) R_c`` with ``R_c`` precomputed (the trunk's input is "planes minus 0.5").
 
 Shapes: ``rgb (B, 3, P, P)`` as the trunk sees it (area-reduced, bounded, encoded: ``Actor.inputs`` without the
-planes), ``planes (B, 10)`` the constant planes' values -> ``(select (B, flat), param (B, flat))``.
+planes), ``planes (B, 10)`` the constant planes' values (:func:`networks.plane_values`) -> ``(select (B, flat), param (B, flat))``.
 """
 from __future__ import annotations
 
@@ -21,12 +21,6 @@ from torch import nn
 from torch.nn import functional as Fn
 
 from .networks import N_STATE_PLANES, Actor
-
-
-def plane_values(step: torch.Tensor, used: torch.Tensor, n_steps: int) -> torch.Tensor:
-    """``(B, 10)``: the values of :func:`networks.state_planes` (step / n_steps, stopped = 0, used flags)."""
-    b = step.shape[0]
-    return torch.cat([(step.float() / n_steps)[:, None], torch.zeros(b, 1, device=step.device), used.float()], 1)
 
 
 class FusedTrunks(nn.Module):

@@ -78,11 +78,16 @@ class Trunk(nn.Module):
         return self.body(x - 0.5).flatten(1)
 
 
-def state_planes(step: torch.Tensor, used: torch.Tensor, size: int, n_steps: int) -> torch.Tensor:
-    """``(B, 10, size, size)`` constant planes: step / n_steps, stopped (0), 8 used-filter flags."""
+def plane_values(step: torch.Tensor, used: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """``(B, 10)``: the state planes' values: step / n_steps, stopped (0), 8 used-filter flags."""
     b = step.shape[0]
-    vals = torch.cat([(step.float() / n_steps)[:, None], torch.zeros(b, 1, device=step.device), used.float()], 1)
-    return vals[:, :, None, None].expand(b, vals.shape[1], size, size)
+    return torch.cat([(step.float() / n_steps)[:, None], torch.zeros(b, 1, device=step.device), used.float()], 1)
+
+
+def state_planes(step: torch.Tensor, used: torch.Tensor, size: int, n_steps: int) -> torch.Tensor:
+    """``(B, 10, size, size)`` constant planes: :func:`plane_values` spread over the image."""
+    vals = plane_values(step, used, n_steps)
+    return vals[:, :, None, None].expand(*vals.shape, size, size)
 
 
 def statistics(img: torch.Tensor) -> torch.Tensor:
@@ -168,15 +173,11 @@ class Actor(nn.Module):
         logits = self.select(self._dropout(feat, mask))
         return torch.softmax(logits, 1) * (1.0 - PROB_FLOOR) + PROB_FLOOR / F.N_FILTERS
 
-    def chosen_params(self, x: torch.Tensor, choice: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The chosen filters' packed parameters ``(B, MAX_PACKED)`` (zero padded), running the parameter trunk
-        and only the heads of filters that some row chose (rows grouped by filter). Equal, up to float
-        rounding, to ``select_params(forward(...)[1], choice)`` with the same dropout mask."""
-        return self.params_from_features(self.param_trunk(x), choice, mask)
-
     def params_from_features(self, feat: torch.Tensor, choice: torch.Tensor,
                              mask: torch.Tensor | None = None) -> torch.Tensor:
-        """:meth:`chosen_params` from the parameter trunk's features ``(B, flat)``."""
+        """The chosen filters' packed parameters ``(B, MAX_PACKED)`` (zero padded) from the parameter trunk's
+        features ``(B, flat)``, running only the heads of filters that some row chose (rows grouped by filter).
+        Equal, up to float rounding, to ``select_params(forward(...)[1], choice)`` with the same dropout mask."""
         feat = self._dropout(feat, mask)
         ids = choice.tolist()
         first = ids[0]
@@ -198,7 +199,7 @@ class Actor(nn.Module):
         not on the batch it ran in. Without masks, ``nn.Dropout`` applies (in train mode).
 
         Training needs every filter's parameters (this method); inference chooses first and then runs only the
-        chosen head (:meth:`select_probs`, :meth:`chosen_params`)."""
+        chosen head (:meth:`probs_from_features`, :meth:`params_from_features`)."""
         x = self.inputs(img, step, used)
         pm, sm = (None, None) if masks is None else masks
         pf = self._dropout(self.param_trunk(x), pm)

@@ -31,8 +31,8 @@ import torch
 from .. import filters as F
 from ..sequence import EditSequence, Step
 from ..renderer import step_batch
-from .fused import FusedTrunks, plane_values
-from .networks import Actor, Arch, apply_chosen, encode, network_input
+from .fused import FusedTrunks
+from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_values
 
 MODEL_FORMAT = "exposure-engine-model"
 MODEL_VERSION = 1
@@ -104,6 +104,8 @@ class Policy:
         self.content_hash = content_hash or _sha256_bytes(_state_bytes(actor.state_dict()))
         self.device = torch.device(device)
         self.actor.to(self.device)
+        self._fused_trunks: FusedTrunks | None = None  # built by _fused() on first use
+        self._fused_key: tuple = ()
 
     # --- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -190,7 +192,7 @@ class Policy:
         have changed since (their in-place version counters, e.g. a training step or load_state_dict)."""
         trunks = [*self.actor.select_trunk.parameters(), *self.actor.param_trunk.parameters()]
         key = tuple((id(w), w._version) for w in trunks)
-        if getattr(self, "_fused_trunks", None) is None or self._fused_key != key:
+        if self._fused_trunks is None or self._fused_key != key:
             self._fused_trunks = FusedTrunks(self.actor).to(self.device)
             self._fused_key = key
         return self._fused_trunks
@@ -212,10 +214,7 @@ class Policy:
         """
         if variants < 1:
             raise ValueError(f"variants must be >= 1, got {variants}")
-        if dropout is None:
-            dropout = variants > 1 or seed is not None
-        if not dropout and variants > 1:
-            raise ValueError("variants > 1 need dropout (without it every variant is the same edit)")
+        dropout = resolve_dropout(dropout, variants, seed)
         small = resize_proxy(proxy, STATE_SIZE)
         base = secrets.randbits(31) if seed is None else int(seed)
         return self.predict_batch(np.repeat(small[None], variants, 0), seeds=[base + i for i in range(variants)],
@@ -307,6 +306,16 @@ class Policy:
             seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})
             out.append(Prediction(seq, pr, [states[t, i] for t in range(steps + 1)], seeds[i] if drop[i] else None))
         return out
+
+
+def resolve_dropout(dropout: bool | None, variants: int, seed: int | None) -> bool:
+    """Whether a prediction samples dropout masks: as asked, else on for variants or an explicit seed (a seed names
+    a sample), off for one prediction without a seed (the mean edit). Raises ValueError for variants without it."""
+    if dropout is None:
+        dropout = variants > 1 or seed is not None
+    if not dropout and variants > 1:
+        raise ValueError("variants > 1 need dropout (without it every variant is the same edit)")
+    return dropout
 
 
 def choose(probs: torch.Tensor, used: torch.Tensor, uniform: torch.Tensor, *, deterministic: bool,

@@ -40,7 +40,7 @@ def register(sub) -> None:
                         "only while several clients are predicting at once)")
     p.add_argument("--render-workers", type=int, default=1, metavar="N",
                    help="renders run at once (default 1; each already uses every core)")
-    p.add_argument("--predict-workers", type=int, default=None, metavar="N",
+    p.add_argument("--predict-workers", type=int, default=1, metavar="N",
                    help="threads running predict batches side by side (default 1: batching pays more on 2 cores)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch intra-op threads (default 1 on a CPU: concurrent predicts are batched instead)")
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon.server import Server, ServerConfig, ServerError, check_bind
     from ..daemon.styles import Styles, model_roots, resolve_device
 
-    if args.max_frame_mb <= 0 or args.render_workers < 1 or (args.predict_workers or 1) < 1:
+    if args.max_frame_mb <= 0 or args.render_workers < 1 or args.predict_workers < 1:
         raise CLIError("--max-frame-mb, --render-workers and --predict-workers must be positive")
     config = ServerConfig(bind=args.bind, device=args.device, allow_remote=args.allow_remote,
                           keys_dir=Path(args.keys) if args.keys else None, idle_exit=args.idle_exit,

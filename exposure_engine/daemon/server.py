@@ -57,13 +57,6 @@ class EndpointInUse(ServerError):
     pass
 
 
-def default_predict_workers(device: str) -> int:
-    """Predict threads: 1. Two on the 2-core CPU (each batch with one torch thread) were measured no better with 8
-    clients (p50 41-42 ms vs 38-41 ms with one; docs/protocol.md): the batches halve and the Python parts of two
-    batches share the GIL. ``--predict-workers`` is there for machines with more cores."""
-    return 1
-
-
 def default_batch_window_ms(device: str) -> float:
     """How long the predict worker may wait for more requests to batch with the first one.
 
@@ -86,7 +79,9 @@ class ServerConfig:
     batch_window_ms: float | None = None    # None: default_batch_window_ms(device)
     max_batch: int = 32                     # rows per predict_batch call
     render_workers: int = 1                 # the renderer already uses every core
-    predict_workers: int | None = None      # threads taking predict batches; None: default_predict_workers()
+    # Threads taking predict batches. Two on the 2-core CPU (one torch thread each) were no better with 8 clients
+    # (p50 41-42 ms vs 38-41 ms with one; docs/protocol.md): the batches halve and their Python parts share the GIL.
+    predict_workers: int = 1
     predict_queue: int = 1024
     render_queue: int = 4                   # each queued render holds its pixels in memory
     export_queue: int = 32
@@ -124,7 +119,7 @@ class Server:
         # lone client never waits. Measured with 8 clients on 2 busy cores (cpu-fast policy): a fixed 10 ms
         # window -> 7.6 rows/batch, p50 174 ms, 38 predicts/s; no window -> 3.2 rows/batch, p50 206 ms, 33/s.
         self.adaptive_window = self.config.batch_window_ms is None and not self.device.startswith("cuda")
-        self.predict_workers = max(1, self.config.predict_workers or default_predict_workers(self.device))
+        self.predict_workers = max(1, self.config.predict_workers)
         self._predict_clients: dict[bytes, float] = {}  # client identity -> last predict time
         self._clients_lock = threading.Lock()
         self.endpoint: str | None = None
@@ -385,12 +380,12 @@ class Server:
             dropout = h.get("dropout")
             if dropout is not None and not isinstance(dropout, bool):
                 raise ProtocolError(Code.BAD_HEADER, "header.dropout must be true, false or absent")
-            if dropout is None:  # as Policy.predict: sampled for variants or a seed, else the mean edit
-                dropout = job.parsed["variants"] > 1 or job.parsed["seed"] is not None
-            if not dropout and job.parsed["variants"] > 1:
-                raise ProtocolError(Code.BAD_HEADER, "variants > 1 need dropout (without it every variant is the "
-                                                     "same edit)")
-            job.parsed["dropout"] = dropout
+            from ..agent.policy import resolve_dropout  # loaded with the styles already: no import cost here
+
+            try:  # Policy.predict's rule: sampled for variants or a seed, else the mean edit
+                job.parsed["dropout"] = resolve_dropout(dropout, job.parsed["variants"], job.parsed["seed"])
+            except ValueError as e:
+                raise ProtocolError(Code.BAD_HEADER, str(e)) from None
         elif job.kind == "render":
             job.parsed["image"] = P.parse_descriptor(h.get("image"), max_pixels=lim.max_render_pixels)
             P.get_object(h, "sequence")

@@ -207,9 +207,9 @@ def make_trainer(spec: str) -> Trainer | None:
     raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none or model:PATH")
 
 
-def agent_renders(policy, inputs: Sequence[np.ndarray], seed: int) -> tuple[list[np.ndarray], list[dict]]:
+def agent_renders(policy, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
     """The policy's edit of each input as ``retouch`` makes it (argmax filter, the mean edit: no dropout),
-    rendered at full size. ``seed`` is kept for the signature (a mean edit needs none)."""
+    rendered at full size."""
     from ..renderer import render
 
     outs, seqs = [], []
@@ -262,7 +262,7 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}
         log(f"[{style.name}] policy ready ({training})")
-        renders["agent"], seqs = agent_renders(policy, test_inputs, cfg.seed)
+        renders["agent"], seqs = agent_renders(policy, test_inputs)
         seq_dir = out / "sequences"
         seq_dir.mkdir(exist_ok=True)
         for p, seq in zip(test_photos, seqs):

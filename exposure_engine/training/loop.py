@@ -18,9 +18,8 @@ os.replace), the final model folder, ``history.json`` and the report plots.
 """
 from __future__ import annotations
 
-import copy
-
 import contextlib
+import copy
 import json
 import math
 import os
