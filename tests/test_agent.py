@@ -180,10 +180,14 @@ def test_choosing_first_then_running_only_the_chosen_head_matches_the_full_forwa
                                        packed[torch.arange(6), choice])
 
 
+@pytest.mark.parametrize("prepack", [False, True])
 @pytest.mark.parametrize("arch", [SMALL, {"widths": [4, 8, 8, 16], "proxy": 64, "input_gamma": 2.2}])
-def test_fused_inference_trunks_equal_the_two_trunks(arch):
-    # FusedTrunks runs both trunks as one grouped network and folds the 10 constant state planes into
-    # precomputed maps; for any state (borders included: the zero padding) it must give both trunks' features.
+def test_fused_inference_trunks_equal_the_two_trunks(arch, prepack):
+    # FusedTrunks runs both trunks as one grouped network and folds the 10 constant state planes (and the
+    # "minus 0.5") into precomputed maps; for any state (borders included: the zero padding) it must give both
+    # trunks' features, with plain convolutions and with oneDNN's prepacked ones.
+    import platform
+
     from exposure_engine.agent.fused import FusedTrunks
     from exposure_engine.agent.networks import encode, network_input, plane_values
 
@@ -192,6 +196,10 @@ def test_fused_inference_trunks_equal_the_two_trunks(arch):
         if isinstance(b, torch.nn.Conv2d):
             torch.nn.init.normal_(b.bias, std=0.1)
     fused = FusedTrunks(actor)
+    if prepack:
+        on = fused.prepack()
+        if torch.backends.mkldnn.is_available() and platform.machine() in ("x86_64", "AMD64"):
+            assert on, "oneDNN is there but the prepacked path did not switch on: inference lost its fast path"
     torch.manual_seed(1)
     img = torch.rand(5, 3, 64, 64) * 1.5
     step, used = torch.tensor([0, 1, 2, 3, 4]), (torch.rand(5, 8) < 0.4).float()
@@ -201,6 +209,25 @@ def test_fused_inference_trunks_equal_the_two_trunks(arch):
         f_sel, f_par = fused(rgb, plane_values(step, used, actor.arch.n_steps))
         torch.testing.assert_close(f_sel, actor.select_trunk(x), atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(f_par, actor.param_trunk(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size,gamma", [(32, 1.0), (32, 2.2), (16, 1.0), (64, 1.0), (8, 2.2)])
+def test_pooled_input_is_the_trunks_view_of_an_nhwc_state(size, gamma):
+    # predict_batch pools the trunks' input straight from the renderer's NHWC states: it must be what
+    # network_input + encode make of the same state (bounds included: wild values are clamped to [-1, 4]).
+    from exposure_engine.agent.fused import pooled_input
+    from exposure_engine.agent.networks import encode, network_input
+
+    states = np.random.default_rng(size).uniform(-2.0, 6.0, (3, 64, 64, 3)).astype(np.float32)
+    want = encode(network_input(torch.from_numpy(states).permute(0, 3, 1, 2), size), gamma).numpy()
+    out = np.full((3, 3, size, size), np.nan, np.float32)
+    assert pooled_input(states, size, gamma, out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+    if size == 32 and gamma == 1.0:  # the CPU recipe's case sums in network_input's order: identical
+        np.testing.assert_array_equal(out, want)
+    # a side that is not a multiple, or a strided view: None (predict_batch then uses the torch functions)
+    assert pooled_input(np.ascontiguousarray(states[:, :60, :60]), 32, gamma) is None
+    assert pooled_input(states[:, ::2, ::2], 32, gamma) is None
 
 
 def test_prediction_equals_the_training_forward_with_torch_filters(policy):
@@ -283,10 +310,17 @@ def test_an_encoded_input_view_changes_the_features_and_round_trips(tmp_path):
 
 def test_predict_accepts_any_size_and_rejects_bad_proxies_with_a_reason(policy):
     assert len(policy.predict(linear_image(300, 17), seed=0)[0].sequence.steps) == 5
-    bad = linear_image()
-    bad[3, 3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        policy.predict(bad)
+    for shape in ((64, 64), (300, 17), (256, 256), (20, 90)):  # same size, reduced, mixed, enlarged
+        for y, x in ((0, 0), (shape[0] - 1, shape[1] - 1), (shape[0] // 2, 3)):
+            for value in (np.nan, np.inf, -np.inf):
+                bad = linear_image(*shape)
+                bad[y, x, 1] = value
+                with pytest.raises(ValueError, match="NaN or infinite"):
+                    policy.predict(bad)
+    huge = linear_image(128, 128)
+    huge[:2, :2] = 3e38  # finite, but their area average overflows
+    with pytest.raises(ValueError, match="too large"):
+        policy.predict(huge)
     with pytest.raises(ValueError, match=r"\(h, w, 3\)"):
         policy.predict(np.zeros((10, 10), np.float32))
     with pytest.raises(ValueError, match="float"):

@@ -31,7 +31,7 @@ import torch
 from .. import filters as F
 from ..sequence import EditSequence, Step
 from ..renderer import step_batch
-from .fused import FusedTrunks
+from .fused import FusedTrunks, pooled_input
 from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_values
 
 MODEL_FORMAT = "exposure-engine-model"
@@ -83,13 +83,20 @@ def resize_proxy(image: np.ndarray, size: int) -> np.ndarray:
     if min(image.shape[:2]) < 1:
         raise ValueError(f"proxy is empty: {image.shape}")
     x = np.asarray(image, np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("proxy has NaN or infinite pixels")
     if x.shape[:2] == (size, size):
-        return np.ascontiguousarray(x)
-    import cv2
+        small = np.ascontiguousarray(x)
+    else:
+        import cv2
 
-    return cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA)
+    # Checked on the small result when it is a reduction (every input pixel then weighs in an area average, so an
+    # inf or NaN poisons it; 16x fewer values for the daemon's 256 px proxies), with the exact reason from the
+    # input when it fails.
+    if not np.isfinite(small if min(x.shape[:2]) >= size else x).all():
+        if not np.isfinite(x).all():
+            raise ValueError("proxy has NaN or infinite pixels")
+        raise ValueError("proxy pixel values are too large (their average overflows float32)")
+    return small
 
 
 class Policy:
@@ -194,6 +201,7 @@ class Policy:
         key = tuple((id(w), w._version) for w in trunks)
         if self._fused_trunks is None or self._fused_key != key:
             self._fused_trunks = FusedTrunks(self.actor).to(self.device)
+            self._fused_trunks.prepack()
             self._fused_key = key
         return self._fused_trunks
 
@@ -244,46 +252,58 @@ class Policy:
         if len(drop) != n:
             raise ValueError(f"got {len(drop)} dropout flags for {n} proxies")
         steps = arch.n_steps
-        # Per-row randomness, drawn up front: dropout masks for both trunks at every step, and a uniform per step.
+        # Per-row randomness, drawn up front from the row's own generator: dropout masks for both trunks at every
+        # step, then a uniform per step (the filter draw). A mean-edit row keeps every unit (inverted dropout needs
+        # no rescaling then); with an argmax choice it draws nothing at all.
         keep = 1.0 - arch.dropout
-        masks = torch.empty(n, steps, 2, arch.flat)
-        uniforms = torch.empty(n, steps, dtype=torch.float64)
+        masks = torch.ones(n, steps, 2, arch.flat) if any(drop) else None
+        uniforms = torch.zeros(n, steps, dtype=torch.float64)
         for i, s in enumerate(seeds):
+            if not (drop[i] or not deterministic_choice):
+                continue
             g = torch.Generator().manual_seed(s)
-            masks[i] = (torch.rand(steps, 2, arch.flat, generator=g) < keep).float() / max(keep, 1e-12)
-            if not drop[i]:  # the mean edit: every unit kept (inverted dropout needs no rescaling then)
-                masks[i] = 1.0
+            m = torch.rand(steps, 2, arch.flat, generator=g)  # drawn even when unused: the uniforms come after
+            if drop[i]:
+                masks[i] = (m < keep).float() / max(keep, 1e-12)
             uniforms[i] = torch.rand(steps, generator=g, dtype=torch.float64)
-        masks, dev = masks.to(self.device), self.device
+        dev = self.device
+        if masks is not None:
+            masks = masks.to(dev)
+        unit = torch.ones((), device=dev)  # no row drops units: a scalar mask (the actor's own Dropout never runs here)
 
         fused = self._fused()
         on_cpu = dev.type == "cpu"
-        # States live in one NHWC buffer: on the CPU each step runs the renderer's pixel kernels in place
-        # (renderer.step_batch: ~10x faster than the torch filters on 64x64 proxies, same values to ~1e-6); the
-        # networks read an NCHW copy of each. Elsewhere (CUDA) the torch filters run on the device.
+        # States live in one NHWC buffer. On the CPU each step runs the renderer's pixel kernels in place
+        # (renderer.step_batch: ~10x faster than the torch filters on 64x64 proxies, same values to ~1e-6) and the
+        # trunks' input is pooled straight from it (fused.pooled_input). Elsewhere (CUDA) the torch filters and
+        # pooling run on the device.
         states = np.empty((steps + 1, *batch.shape), np.float32)
         states[0] = batch
-        img = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(dev)
+        pooled = np.empty((n, 3, arch.proxy, arch.proxy), np.float32)
+        img = None if on_cpu else torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(dev)
         used = torch.zeros(n, F.N_FILTERS, device=dev)
         probs_all, choices, params = [], [], []
         for t in range(steps):
             step = torch.full((n,), t, dtype=torch.long, device=dev)
             # Both trunks at once (FusedTrunks), then choose, then only the chosen filters' parameter heads: the
             # same result as the full forward's row for that filter, without 7 unused heads.
-            rgb = encode(network_input(img, arch.proxy), arch.input_gamma)
+            if on_cpu and pooled_input(states[t], arch.proxy, arch.input_gamma, pooled) is not None:
+                rgb = torch.from_numpy(pooled)
+            else:
+                if img is None:
+                    img = torch.from_numpy(np.ascontiguousarray(states[t].transpose(0, 3, 1, 2)))
+                rgb = encode(network_input(img, arch.proxy), arch.input_gamma)
             f_sel, f_par = fused(rgb, plane_values(step, used, arch.n_steps))
-            probs = self.actor.probs_from_features(f_sel, masks[:, t, 1])
+            probs = self.actor.probs_from_features(f_sel, unit if masks is None else masks[:, t, 1])
             choice = choose(probs, used, uniforms[:, t].to(dev), deterministic=deterministic_choice,
                             allow_reuse=allow_reuse)
-            p = self.actor.params_from_features(f_par, choice, masks[:, t, 0])
+            p = self.actor.params_from_features(f_par, choice, unit if masks is None else masks[:, t, 0])
             used[torch.arange(n, device=dev), choice] = 1.0
             choice_np, p_np = choice.cpu().numpy(), p.float().cpu().numpy()
             if on_cpu:
                 states[t + 1] = states[t]
                 step_batch(states[t + 1], choice_np, p_np)
-                # A contiguous NCHW copy (50 us): convolutions and pooling on the strided NHWC view cost ~1 ms
-                # more per step for a batch of 8.
-                img = torch.from_numpy(np.ascontiguousarray(states[t + 1].transpose(0, 3, 1, 2)))
+                img = None
             else:
                 img = apply_chosen(img, choice, p)
                 states[t + 1] = img.permute(0, 2, 3, 1).float().cpu().numpy()
@@ -292,14 +312,15 @@ class Policy:
             params.append(p_np)
 
         out = []
+        probs_np = np.stack(probs_all, 1).astype(np.float32)  # (n, steps, 8)
+        shown = probs_np.astype(np.float64).round(6).tolist()  # the step meta's rounded probabilities
+        names = [f.name for f in F.FILTERS]
         for i in range(n):
-            pr = np.stack([pa[i] for pa in probs_all]).astype(np.float32)
+            pr = probs_np[i]
             seq_steps = []
             for t in range(steps):
-                k = int(choices[t][i])
-                st = Step.from_packed(k, params[t][i])
-                st.meta = {"probabilities": {f.name: round(float(pr[t, f.index]), 6) for f in F.FILTERS},
-                           "label": st.label}
+                st = Step.from_packed(int(choices[t][i]), params[t][i])
+                st.meta = {"probabilities": dict(zip(names, shown[i][t])), "label": st.label}
                 seq_steps.append(st)
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
