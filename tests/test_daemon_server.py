@@ -226,6 +226,26 @@ def test_malformed_request_gets_a_structured_error(daemon, frames, code):
     assert isinstance(reply["error"]["message"], str) and len(reply["error"]["message"]) > 10
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_headers_never_carry_nan_or_infinity(value):
+    # The fast JSON writer turns NaN into null; the protocol must refuse it instead, however deep it sits.
+    with pytest.raises(ValueError, match="NaN or Infinity"):
+        P.dumps({"a": [{"b": [1.0, value]}]})
+    with pytest.raises(ValueError):
+        P.request("render", sequence={"steps": [{"filter": "exposure", "params": {"ev": value}}]})
+
+
+def test_header_json_round_trips_exactly():
+    doc = {"id": 2**70, "seed": None, "big": -(10**30), "x": 0.1 + 0.2, "s": "é\u2603\n", "l": [True, False, None],
+           "nested": {"k": [1, 2.5, {"z": []}]}}
+    assert P.loads_header(P.dumps(doc), 1 << 20) == doc  # integers beyond 64 bits stay integers
+    assert json.loads(P.dumps(doc)) == doc  # and any JSON reader reads what the daemon writes
+    with pytest.raises(P.ProtocolError, match="not UTF-8"):
+        P.loads_header(b'{"a": "\xff"}', 1 << 20)
+    with pytest.raises(P.ProtocolError, match="NaN is not valid JSON"):
+        P.loads_header(b'{"a": NaN}', 1 << 20)
+
+
 def test_error_reply_echoes_a_valid_id_so_pipelined_clients_can_match_it(daemon):
     reply = raw_header(daemon.endpoint, [header("predict", id=42, image=GOOD_IMG, variants=0), PIX])
     assert reply["id"] == 42 and reply["error"]["code"] == Code.TOO_LARGE

@@ -48,8 +48,8 @@ class FusedTrunks(nn.Module):
             self.conv1.bias.copy_(torch.cat([sel[0].bias, par[0].bias]))
             # R_c: the response of layer 1 to a plane of ones in input channel 3 + c, zero padding included.
             ones = torch.ones(1, 1, arch.proxy, arch.proxy, device=w1.device)
-            self.register_buffer("plane_maps", torch.cat(
-                [Fn.conv2d(ones, w1[:, 3 + c:4 + c], stride=2, padding=1) for c in range(N_STATE_PLANES)], 0))
+            plane_maps = torch.cat(  # (10, 2 w0, H1, W1)
+                [Fn.conv2d(ones, w1[:, 3 + c:4 + c], stride=2, padding=1) for c in range(N_STATE_PLANES)], 0)
             rest = []
             for s, p in zip(sel[1:], par[1:]):
                 conv = nn.Conv2d(2 * s.in_channels, 2 * s.out_channels, 4, stride=2, padding=1, groups=2).to(w1.device)
@@ -60,7 +60,13 @@ class FusedTrunks(nn.Module):
             # "minus 0.5" folded out as well: conv1(rgb - 0.5) + sum_c (v_c - 0.5) R_c
             #   = conv1(rgb) + planes @ R - 0.5 (sum_c R_c + sum_rgb R_rgb)     (R: layer-1 response to ones)
             rgb_maps = Fn.conv2d(ones.expand(1, 3, -1, -1), w1[:, :3], stride=2, padding=1)[0]
-            self.register_buffer("offset_map", -0.5 * (self.plane_maps.sum(0) + rgb_maps))
+            offset = -0.5 * (plane_maps.sum(0) + rgb_maps)
+            # Stored channels-last, (.., H, W, C) flattened: oneDNN's convolutions return channels-last tensors,
+            # and adding a same-layout shift is 0.1 ms cheaper per step than adding an NCHW one.
+            self.map_shape = tuple(offset.shape)  # (2 w0, H1, W1)
+            self.register_buffer("plane_rows", plane_maps.permute(0, 2, 3, 1).reshape(N_STATE_PLANES, -1)
+                                 .contiguous())
+            self.register_buffer("offset_row", offset.permute(1, 2, 0).reshape(1, -1).contiguous())
         self.requires_grad_(False)
         self._packed: list | None = None
 
@@ -76,7 +82,7 @@ class FusedTrunks(nn.Module):
             reorder = torch._C._nn.mkldnn_reorder_conv2d_weight
             packed = [(reorder(c.weight.to_mkldnn(), [1, 1], [2, 2], [1, 1], c.groups, None), c.bias, c.groups)
                       for c in (self.conv1, *self.rest)]
-            probe = (torch.rand(2, 3, self.plane_maps.shape[-1] * 2, self.plane_maps.shape[-1] * 2,
+            probe = (torch.rand(2, 3, self.map_shape[-1] * 2, self.map_shape[-1] * 2,
                                 generator=torch.Generator().manual_seed(0)),
                      torch.rand(2, N_STATE_PLANES, generator=torch.Generator().manual_seed(1)))
             want = self.forward(*probe)
@@ -89,19 +95,19 @@ class FusedTrunks(nn.Module):
         return self._packed is not None
 
     def forward(self, rgb: torch.Tensor, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = rgb.shape[0]
-        shift = torch.addmm(self.offset_map.flatten()[None], planes, self.plane_maps.flatten(1))
+        c, h, w = self.map_shape
+        shift = torch.addmm(self.offset_row, planes, self.plane_rows).view(-1, h, w, c).permute(0, 3, 1, 2)
         if self._packed is None:
-            y = Fn.leaky_relu(self.conv1(rgb) + shift.view(b, *self.offset_map.shape), 0.2)
+            y = Fn.leaky_relu(self.conv1(rgb) + shift, 0.2)
             for conv in self.rest:
                 y = Fn.leaky_relu(conv(y), 0.2)
         else:
             op, packed = self._packed
-            (w, bias, g), rest = packed[0], packed[1:]
-            y = op(rgb, w, bias, [1, 1], [2, 2], [1, 1], g, "none", [], "")
-            y = Fn.leaky_relu(y + shift.view(b, *self.offset_map.shape), 0.2)
-            for w, bias, g in rest:
-                y = op(y, w, bias, [1, 1], [2, 2], [1, 1], g, "leaky_relu", [0.2], "")
+            (wt, bias, g), rest = packed[0], packed[1:]
+            y = op(rgb, wt, bias, [1, 1], [2, 2], [1, 1], g, "none", [], "")
+            y = Fn.leaky_relu(y.add_(shift), 0.2)
+            for wt, bias, g in rest:
+                y = op(y, wt, bias, [1, 1], [2, 2], [1, 1], g, "leaky_relu", [0.2], "")
         w = self.width
         return y[:, :w].flatten(1), y[:, w:].flatten(1)
 

@@ -315,13 +315,15 @@ class Policy:
         probs_np = np.stack(probs_all, 1).astype(np.float32)  # (n, steps, 8)
         shown = probs_np.astype(np.float64).round(6).tolist()  # the step meta's rounded probabilities
         names = [f.name for f in F.FILTERS]
+        chosen, values = [c.tolist() for c in choices], [p.tolist() for p in params]  # Python ints / floats
         for i in range(n):
             pr = probs_np[i]
             seq_steps = []
-            for t in range(steps):
-                st = Step.from_packed(int(choices[t][i]), params[t][i])
-                st.meta = {"probabilities": dict(zip(names, shown[i][t])), "label": st.label}
-                seq_steps.append(st)
+            for t in range(steps):  # Step.from_packed, with the label from the same values
+                f = F.FILTERS[chosen[t][i]]
+                v = values[t][i][: f.n_packed]
+                seq_steps.append(Step(f.name, f.to_json(v), {"probabilities": dict(zip(names, shown[i][t])),
+                                                              "label": f.label(v)}))
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
             seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})

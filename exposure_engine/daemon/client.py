@@ -34,6 +34,8 @@ from . import auth
 from . import protocol as P
 from .protocol import ProtocolError
 
+ZERO_COPY_ABOVE = 4 << 20  # bytes per request; smaller ones are copied into zmq (see Client.request)
+
 
 class DaemonUnavailable(ConnectionError):
     """No daemon answered at ``url`` (none running, wrong URL, refused authentication, or too slow)."""
@@ -167,6 +169,10 @@ class Client:
         Raises :class:`DaemonUnavailable`, :class:`DaemonError` or :class:`ProtocolError` (malformed reply)."""
         rid = next(self._ids)
         frames = [P.request(kind, id=rid, **(fields or {})), *payloads]
+        # Small messages (a predict's 768 KB proxy) are copied into zmq: pyzmq's zero-copy send hands each buffer
+        # to a garbage-collector thread that needs the GIL, which costs more than the copy. Big render frames
+        # travel zero-copy.
+        copy = sum(memoryview(f).nbytes for f in frames) <= ZERO_COPY_ABOVE
         wait_ms = int(1000 * (self.timeout if timeout is None else timeout))
         for _attempt in range(self.retries + 1):
             sock = self._socket()
@@ -174,7 +180,7 @@ class Client:
             # blocks in send: bound it like the reply.
             sock.setsockopt(zmq.SNDTIMEO, wait_ms)
             try:
-                sock.send_multipart(frames, copy=False)
+                sock.send_multipart(frames, copy=copy)
             except zmq.Again:
                 self.close()
                 continue

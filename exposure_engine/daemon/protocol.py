@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import orjson
 
 PROTOCOL = 1
 DEFAULT_PORT = 5557
@@ -91,22 +93,53 @@ class Limits:
 # JSON headers
 
 
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def _reject_constant(name: str) -> float:
     # Python's json accepts NaN/Infinity, which are not JSON and which no other client library would send.
     raise ValueError(f"{name} is not valid JSON")
 
 
 def dumps(obj: dict) -> bytes:
-    """A header as compact UTF-8 JSON (NaN/Infinity refused: they are not JSON)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    """A header as compact UTF-8 JSON (NaN/Infinity refused: they are not JSON).
+
+    orjson writes it (a predict reply: 8 us instead of 190 us with the standard library on this 2-core machine;
+    8 replies per batch). orjson writes NaN/Infinity as ``null``, so an output with a ``null`` is checked for them;
+    what orjson cannot write (integers beyond 64 bits, float subclasses) goes to the standard library."""
+    try:
+        out = orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    if b"null" in out and _has_nonfinite(obj):
+        raise ValueError("Out of range float values are not JSON compliant (NaN or Infinity)")
+    return out
+
+
+def _has_nonfinite(obj: Any) -> bool:
+    t = type(obj)
+    if t is float:
+        return not math.isfinite(obj)
+    if t is dict:
+        return any(_has_nonfinite(v) for v in obj.values())
+    if t is list or t is tuple:
+        return any(_has_nonfinite(v) for v in obj)
+    return False
 
 
 def loads_header(frame: bytes | memoryview, max_bytes: int) -> dict:
     """Parse a header frame into a dict, or raise :class:`ProtocolError` (``too_large`` / ``bad_json``)."""
     if len(frame) > max_bytes:
         raise ProtocolError(Code.TOO_LARGE, f"header frame is {len(frame)} bytes; the limit is {max_bytes}")
+    doc = None
+    if not _LONG_NUMBER.search(frame):  # orjson reads integers beyond 64 bits as floats; the standard library not
+        try:
+            doc = orjson.loads(frame)  # strict JSON (no NaN), 5x faster; what it refuses gets the reason below
+        except orjson.JSONDecodeError:
+            pass
     try:
-        doc = json.loads(bytes(frame).decode("utf-8"), parse_constant=_reject_constant)
+        if doc is None:
+            doc = json.loads(bytes(frame).decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as e:
         raise ProtocolError(Code.BAD_JSON, f"header frame is not UTF-8 ({e.reason} at byte {e.start})") from None
     except (ValueError, RecursionError) as e:

@@ -268,6 +268,8 @@ class Server:
                             break
                         last_activity = time.monotonic()
                         self._on_message(frames, draining=drain_deadline is not None)
+                        if not fe.get(zmq.EVENTS) & zmq.POLLIN:  # drained: no exception needed to find out
+                            break
         finally:
             self._shutdown()
         return self.exit_reason or "stopped"
@@ -313,6 +315,8 @@ class Server:
                 return
             self._inflight -= 1
             self._send(frames)
+            if not self._pull.get(zmq.EVENTS) & zmq.POLLIN:
+                return
 
     def _send(self, frames: list) -> None:
         try:
