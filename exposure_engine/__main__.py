@@ -3,4 +3,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned helper process re-imports the main module (daemon.predict_helper)
+    sys.exit(main())

@@ -413,13 +413,15 @@ def test_bench_infer_reports_every_stage_as_json(model_dir, tmp_path, capsys):
     assert code == 0
     res = json.loads(out.read_text())
     assert res["model"]["sha256"] == Policy.load(model_dir).content_hash
-    for stage in ("predict", "actor_forward", "proxy", "render", "retouch", "save_tiff16"):
+    for stage in ("predict", "predict_mean_edit", "predict_batch_mean_edit", "actor_forward", "proxy", "render",
+                  "retouch", "save_tiff16"):
         s = res[stage]
         assert 0 < s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["max_ms"], stage
     assert "predict, chosen head only" in res["breakdown"]
     assert res["breakdown"]["sketch_matches_predict"] is True  # the faster loop it times makes the same choices
     w, h = res["image"]["width"], res["image"]["height"]
     assert abs(w * h - 50_000) < 1_000 and abs(w / h - 1.5) < 0.01
+    assert res["batch"] == 8
     assert "policy inference" in capsys.readouterr().out
 
 

@@ -14,7 +14,8 @@ loaded policy, exactly (up to float rounding; tests/test_agent.py compares with 
 * On a CPU with oneDNN (:meth:`FusedTrunks.prepack`), the convolutions run as oneDNN primitives with weights
   reordered once into its blocked layout and LeakyReLU fused into the primitive: a plain ``conv2d`` call reorders
   the weights on every call (0.16 ms for layer 4 alone), which for these tiny maps is as long as the arithmetic.
-  Batch of 8 on this 2-core CPU: 1.4 ms for the four layers instead of 2.2 ms (``bench infer --breakdown``).
+  Both trunks for a batch of 8 on this 2-core CPU: 1.5 ms instead of 2.7 ms (medians of 100,
+  ``exposure-engine bench infer --breakdown``).
 
 * :func:`pooled_input` computes the trunks' RGB input straight from the NHWC proxy states the renderer kernels
   step (area reduction, bound, encoding: :func:`networks.network_input` and :func:`networks.encode` in one pass),

@@ -149,14 +149,17 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{n} client(s) x {args.requests}: p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, "
                       f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms, {r['predicts_per_s']:.0f} predicts/s "
                       f"(load average {r['load_avg_1min']:.2f})")
-        stats = probe.info()["stats"]
+        end = probe.info()
+        stats, helper = end["stats"], end["batching"].get("helper")
         print(f"daemon: {stats['predict_rows']} rows in {stats['predict_batches']} batches "
-              f"(largest {stats['max_batch_rows']})")
+              f"(largest {stats['max_batch_rows']}); "
+              + (f"helper process: {helper['rows']} of them, {helper['failures']} fallback(s)" if helper
+                 else "no helper process"))
         probe.close()
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump({"url": url, "device": info["device"], "style": style, "model": model,
-                           "results": results, "stats": stats}, fh, indent=2)
+                           "results": results, "stats": stats, "batching": end["batching"]}, fh, indent=2)
         return 1 if any(r.get("errors") for r in results) else 0
     finally:
         if proc is not None:

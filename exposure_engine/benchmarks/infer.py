@@ -38,6 +38,9 @@ def register(bsub) -> None:
     p.add_argument("--image-runs", type=int, default=5, help="runs of each full-image stage (default 5)")
     p.add_argument("--megapixels", type=float, default=24.0, help="full-image size in MP, 3:2 (default 24)")
     p.add_argument("--variants", type=int, default=1, help="variants per prediction (batched; default 1)")
+    p.add_argument("--batch", type=int, default=8,
+                   help="also time a batch of this many different proxies, mean edits (the daemon's batch for as "
+                        "many concurrent clients; default 8)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch threads for the policy (default 1, as exposure-engine retouch uses; 0 = torch's "
                         "default, all cores)")
@@ -113,6 +116,17 @@ def breakdown(policy, proxy: np.ndarray, runs: int) -> dict:
             "one parameter head": lambda: actor.heads[F.COLOR_CURVES.index](feat),
             "selection head": lambda: actor.select(feat),
         }
+        # What predict_batch runs instead of the two trunks (agent/fused.py), for a batch of 8 states.
+        from ..agent.fused import FusedTrunks
+        from ..agent.networks import plane_values
+
+        plain, packed = FusedTrunks(actor), FusedTrunks(actor)
+        on = packed.prepack()
+        rgb8 = small.repeat(8, 1, 1, 1).contiguous()
+        planes8 = plane_values(torch.zeros(8, dtype=torch.long), torch.zeros(8, F.N_FILTERS), a.n_steps)
+        parts["fused trunks x8, plain conv2d"] = lambda: plain(rgb8, planes8)
+        if on:
+            parts["fused trunks x8, prepacked oneDNN"] = lambda: packed(rgb8, planes8)
         for name, fn in parts.items():
             out[name] = timed(fn, runs, 3)
             print(_line(f"  {name}", out[name]))
@@ -161,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import make_proxy, save_image
     from ..renderer import render, set_threads
 
-    if args.runs < 1 or args.image_runs < 1 or args.variants < 1:
-        raise CLIError("--runs, --image-runs and --variants must be at least 1")
+    if args.runs < 1 or args.image_runs < 1 or args.variants < 1 or args.batch < 1:
+        raise CLIError("--runs, --image-runs, --variants and --batch must be at least 1")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     set_threads(args.render_threads or None)
@@ -192,8 +206,9 @@ def run(args: argparse.Namespace) -> int:
     example = synthetic_image(0.25)  # any linear image: the proxy is all the policy sees
     proxy = make_proxy(example, STATE_SIZE)
     seeds = iter(range(10**9))
+    # A seed: dropout sampled, as the paper's test time (and --variants).
     res["predict"] = timed(lambda: policy.predict(proxy, variants=args.variants, seed=next(seeds)), args.runs, 3)
-    print(_line(f"policy inference ({args.variants} variant{'s' * (args.variants > 1)})", res["predict"]))
+    print(_line(f"policy inference ({args.variants} variant{'s' * (args.variants > 1)}, seeded)", res["predict"]))
 
     # The network alone, one step: predict = n_steps of these + filters on the proxy + bookkeeping.
     a = policy.arch
@@ -211,6 +226,14 @@ def run(args: argparse.Namespace) -> int:
     share = a.n_steps * res["actor_forward"]["median_ms"] / res["predict"]["median_ms"]
     res["forward_share_of_predict"] = share
     print(f"  {'':<34} {a.n_steps} forwards = {100 * share:.0f}% of predict's median")
+    res["predict_mean_edit"] = timed(lambda: policy.predict(proxy), args.runs, 3)  # retouch's default
+    print(_line("policy inference (mean edit)", res["predict_mean_edit"]))
+    # What the daemon runs for --batch concurrent clients: different proxies, each its mean edit.
+    crops = [make_proxy(synthetic_image(0.25)[i * 37:, i * 53:], STATE_SIZE) for i in range(args.batch)]
+    batch = np.stack(crops)
+    res["batch"] = args.batch
+    res["predict_batch_mean_edit"] = timed(lambda: policy.predict_batch(batch, dropout=False), args.runs, 3)
+    print(_line(f"batch of {args.batch} proxies (mean edits)", res["predict_batch_mean_edit"]))
 
     if args.breakdown:
         res["breakdown"] = breakdown(policy, proxy, args.runs)

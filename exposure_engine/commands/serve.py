@@ -42,6 +42,9 @@ def register(sub) -> None:
                    help="renders run at once (default 1; each already uses every core)")
     p.add_argument("--predict-workers", type=int, default=1, metavar="N",
                    help="threads running predict batches side by side (default 1: batching pays more on 2 cores)")
+    p.add_argument("--predict-helper", choices=["auto", "on", "off"], default="auto",
+                   help="a helper process predicting half of each batch of concurrent predicts on the second core "
+                        "(default auto: on a CPU with 2+ cores)")
     p.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch intra-op threads (default 1 on a CPU: concurrent predicts are batched instead)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                           limits=replace(Limits(), max_frame_bytes=int(args.max_frame_mb * 2**20)),
                           batch_window_ms=args.batch_window_ms, render_workers=args.render_workers,
                           predict_workers=args.predict_workers,
+                          predict_helper={"auto": None, "on": True, "off": False}[args.predict_helper],
                           torch_threads=args.torch_threads, drain_timeout=args.drain_timeout)
     try:
         check_bind(config)  # before torch is imported: a refused bind answers at once

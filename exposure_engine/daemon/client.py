@@ -198,7 +198,7 @@ class Client:
 
     @staticmethod
     def _check_reply(kind: str, rid: int, reply: list) -> tuple[dict, list]:
-        head = P.loads_header(reply[0].buffer, 1 << 24)
+        head = P.loads_header(reply[0].buffer, 1 << 24, exact_integers=False)
         if head.get("ok") is not True:
             err = head.get("error") if isinstance(head.get("error"), dict) else {}
             raise DaemonError(str(err.get("code", "unknown")), str(err.get("message", head)))

@@ -1,0 +1,165 @@
+"""A helper process that predicts part of each batch: the daemon's second core, with its own interpreter lock.
+
+With 8 clients a batch of 8 proxies costs the predict thread ~11-18 ms on this 2-core machine, about half of it
+Python (torch dispatch, the step loop) that holds the GIL, so a second predict *thread* cannot run beside it
+(``--predict-workers 2`` measured no better). A second *process* can: the predict thread sends half of a batch
+(64x64 float32 states, their seeds and dropout flags: 49 KB a row) to the helper over a pipe, predicts the other
+half itself, then takes the helper's rows back. Each row's result depends only on its own proxy and seed
+(:meth:`Policy.predict_batch`), so the split changes no result.
+
+The helper gets each style's weights from the daemon the first time it serves that style (state_dict + config
+over the pipe, so in-memory policies work too) and replies ``(sequence dict, probabilities, seed)`` per row.
+Anything wrong with it (not started yet, dead, an error, a reply slower than ``timeout``) costs nothing but
+time: the daemon predicts those rows itself, and a dead helper is restarted on the next batch (at most once per
+``RESTART_BACKOFF`` seconds).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("exposure_engine.daemon")
+
+RESTART_BACKOFF = 5.0  # seconds between restarts of a helper that died
+
+
+def _helper_main(conn, torch_threads: int) -> None:
+    """The helper process: load styles when told, predict when asked, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the whole group: the daemon decides
+    import torch
+
+    from ..agent.networks import Actor, Arch
+    from ..agent.policy import Policy
+
+    torch.set_num_threads(torch_threads)
+    policies: dict[str, Policy] = {}
+    conn.send(("ready",))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if msg[0] == "load":
+                _, key, name, config, state = msg
+                actor = Actor(Arch.from_dict(config.get("arch", {})))
+                actor.load_state_dict(state)
+                policies[key] = Policy(actor, name=name, config=config, content_hash=key)
+                continue
+            _, key, proxies, seeds, dropout = msg
+            preds = policies[key].predict_batch(proxies, seeds=seeds, dropout=dropout)
+            conn.send(("ok", [(p.sequence.to_dict(), p.probabilities, p.seed) for p in preds]))
+        except Exception as e:  # reported to the daemon, which predicts these rows itself
+            try:
+                conn.send(("error", f"{type(e).__name__}: {e}"))
+            except (OSError, ValueError):
+                return
+
+
+class PredictHelper:
+    """One helper process (spawned, so it works the same on every platform and inherits no threads)."""
+
+    def __init__(self, torch_threads: int = 1, timeout: float = 30.0):
+        self.torch_threads = torch_threads
+        self.timeout = timeout
+        self._lock = threading.Lock()  # one batch at a time (predict workers share the helper)
+        self._proc: Any = None
+        self._conn: Any = None
+        self._ready = False
+        self._known: set[str] = set()
+        self._last_start = -RESTART_BACKOFF
+        self.rows = 0       # rows the helper predicted
+        self.failures = 0   # batches whose helper part fell back to the daemon
+
+    def start(self) -> None:
+        """Spawn the process (it imports torch: ~2-3 s, during which the daemon predicts everything itself)."""
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_helper_main, args=(child, self.torch_threads), name="exposure-predict-helper",
+                           daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn, self._ready, self._known = proc, parent, False, set()
+        self._last_start = time.monotonic()
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def available(self) -> bool:
+        """Whether the helper can take rows now (started, and its imports done). Restarts a dead one."""
+        if not self.alive():
+            if self._proc is not None and time.monotonic() - self._last_start >= RESTART_BACKOFF:
+                log.warning("predict helper exited (code %s); restarting it", self._proc.exitcode)
+                self.stop()
+                self.start()
+            return False
+        if not self._ready and self._conn.poll():
+            try:
+                self._ready = self._conn.recv() == ("ready",)
+            except (EOFError, OSError):
+                return False
+        return self._ready
+
+    def submit(self, key: str, policy, proxies: np.ndarray, seeds: Sequence[int], dropout: Sequence[bool]) -> bool:
+        """Send rows to predict; False if the helper cannot take them (then nothing was sent)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.available():
+                self._lock.release()
+                return False
+            if key not in self._known:
+                state = {k: v.detach().cpu() for k, v in policy.actor.state_dict().items()}
+                self._conn.send(("load", key, policy.name, {**policy.config, "arch": policy.arch.to_dict()}, state))
+                self._known.add(key)
+            self._conn.send(("predict", key, np.ascontiguousarray(proxies, np.float32), list(seeds), list(dropout)))
+            return True
+        except (OSError, ValueError, BrokenPipeError) as e:
+            log.warning("predict helper unreachable (%s)", e)
+            self._kill()
+            self._lock.release()
+            return False
+
+    def result(self) -> list[tuple[dict, np.ndarray, int | None]] | None:
+        """The submitted rows' ``(sequence dict, probabilities, seed)``, or None (error, death or timeout: the
+        caller predicts them itself). Must follow a successful :meth:`submit`."""
+        try:
+            if not self._conn.poll(self.timeout):
+                log.warning("predict helper did not answer within %.0f s; restarting it", self.timeout)
+                self._kill()
+                return None
+            status, payload = self._conn.recv()
+            if status == "ok":
+                self.rows += len(payload)
+                return payload
+            log.warning("predict helper failed: %s", payload)
+            return None
+        except (EOFError, OSError) as e:
+            log.warning("predict helper lost (%s)", e)
+            self._kill()
+            return None
+        finally:
+            self._lock.release()
+
+    def _kill(self) -> None:
+        self.failures += 1
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+        self._ready = False
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            self._proc.join(timeout=2)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout=2)
+        self._proc = self._conn = None
+        self._ready = False
