@@ -3,5 +3,5 @@ import sys
 
 from .cli import main
 
-if __name__ == "__main__":  # not when a spawned helper process re-imports the main module (daemon.predict_helper)
+if __name__ == "__main__":  # not when imported (e.g. by a multiprocessing child re-importing the main module)
     sys.exit(main())

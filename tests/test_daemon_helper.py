@@ -79,7 +79,7 @@ def test_a_killed_helper_costs_time_only_and_is_restarted(monkeypatch):
         wait_ready(server)
         helper = server._helper
         os.kill(helper._proc.pid, signal.SIGKILL)
-        helper._proc.join(10)
+        helper._proc.wait(10)
         batch, seeds, dropout = proxies(4), [1, 2, 3, 4], [True] * 4
         same_rows(server._predict_rows(pol, batch, seeds, dropout), pol, batch, seeds, dropout)  # all done here
         wait_ready(server)  # restarted by the batch above
@@ -114,11 +114,25 @@ def test_no_helper_on_request_and_none_left_behind_after_stop():
     with running_server(ServerConfig(predict_helper=True)) as server:
         wait_ready(server)
         proc = server._helper._proc
-    proc.join(10)
-    assert not proc.is_alive()  # stopping the daemon stopped its helper
+    assert proc.wait(10) is not None  # stopping the daemon stopped its helper
 
 
 def test_auto_uses_a_helper_on_a_multicore_cpu():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     with running_server(ServerConfig()) as server:
-        assert (server._helper is not None) == (cores >= 2)
+        assert (server._helper is not None) == (cores >= 2 and predict_helper.supported())
+
+
+def test_a_style_the_helper_cannot_load_falls_back_and_the_pipe_stays_in_step():
+    good, bad = small_policy(5), small_policy(6)
+    bad.actor.state_dict = lambda: {}  # the helper is sent no weights: its load fails, the daemon's copy works
+    with running_server(ServerConfig(predict_helper=True), policies={"default": good}) as server:
+        wait_ready(server)
+        helper = server._helper
+        batch, seeds, dropout = proxies(4), [7, 8, 9, 10], [True] * 4
+        for _ in range(2):  # each batch: one error reply, the rows predicted by the daemon instead
+            got = server._predict_rows(bad, batch, seeds, dropout)
+            assert len(got) == 4 and all(seq["steps"] for seq, _, _ in got)
+        assert helper.failures == 2 and helper.rows == 0 and helper.alive()
+        same_rows(server._predict_rows(good, batch, seeds, dropout), good, batch, seeds, dropout)
+        assert helper.rows == 2  # the next reply read was this batch's own

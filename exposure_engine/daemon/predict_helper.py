@@ -12,14 +12,22 @@ over the pipe, so in-memory policies work too) and replies ``(sequence dict, pro
 Anything wrong with it (not started yet, dead, an error, a reply slower than ``timeout``) costs nothing but
 time: the daemon predicts those rows itself, and a dead helper is restarted on the next batch (at most once per
 ``RESTART_BACKOFF`` seconds).
+
+The helper is ``python -m exposure_engine.daemon.predict_helper FD THREADS``, talking over one end of a socket
+pair (``multiprocessing.connection`` framing): unlike ``multiprocessing``'s spawn, it never re-imports the main
+module of the program that embeds the daemon. POSIX only; elsewhere the daemon predicts alone.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
 import numpy as np
@@ -45,13 +53,16 @@ def _helper_main(conn, torch_threads: int) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            if msg[0] == "load":
+        if msg[0] == "load":  # no reply: a style that fails to load makes its predict fail (one error reply)
+            try:
                 _, key, name, config, state = msg
                 actor = Actor(Arch.from_dict(config.get("arch", {})))
-                actor.load_state_dict(state)
+                actor.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
                 policies[key] = Policy(actor, name=name, config=config, content_hash=key)
-                continue
+            except Exception as e:
+                print(f"exposure-engine predict helper: cannot load a style: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        try:
             _, key, proxies, seeds, dropout = msg
             preds = policies[key].predict_batch(proxies, seeds=seeds, dropout=dropout)
             conn.send(("ok", [(p.sequence.to_dict(), p.probabilities, p.seed) for p in preds]))
@@ -62,13 +73,18 @@ def _helper_main(conn, torch_threads: int) -> None:
                 return
 
 
+def supported() -> bool:
+    return os.name == "posix" and hasattr(socket, "socketpair")
+
+
 class PredictHelper:
-    """One helper process (spawned, so it works the same on every platform and inherits no threads)."""
+    """One helper process (a fresh interpreter: it inherits no threads, locks or sockets but its end of the pair)."""
 
     def __init__(self, torch_threads: int = 1, timeout: float = 30.0):
         self.torch_threads = torch_threads
         self.timeout = timeout
         self._lock = threading.Lock()  # one batch at a time (predict workers share the helper)
+        self._state = threading.Lock()  # start / ready / restart bookkeeping (any thread may ask available())
         self._proc: Any = None
         self._conn: Any = None
         self._ready = False
@@ -78,33 +94,38 @@ class PredictHelper:
         self.failures = 0   # batches whose helper part fell back to the daemon
 
     def start(self) -> None:
-        """Spawn the process (it imports torch: ~2-3 s, during which the daemon predicts everything itself)."""
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_helper_main, args=(child, self.torch_threads), name="exposure-predict-helper",
-                           daemon=True)
-        proc.start()
-        child.close()
-        self._proc, self._conn, self._ready, self._known = proc, parent, False, set()
+        """Start the process (it imports torch: ~2-3 s, during which the daemon predicts everything itself)."""
+        ours, theirs = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "exposure_engine.daemon.predict_helper", str(theirs.fileno()),
+                 str(self.torch_threads)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._proc, self._conn, self._ready, self._known = proc, Connection(ours.detach()), False, set()
         self._last_start = time.monotonic()
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.poll() is None
 
     def available(self) -> bool:
         """Whether the helper can take rows now (started, and its imports done). Restarts a dead one."""
-        if not self.alive():
-            if self._proc is not None and time.monotonic() - self._last_start >= RESTART_BACKOFF:
-                log.warning("predict helper exited (code %s); restarting it", self._proc.exitcode)
-                self.stop()
-                self.start()
-            return False
-        if not self._ready and self._conn.poll():
-            try:
-                self._ready = self._conn.recv() == ("ready",)
-            except (EOFError, OSError):
+        with self._state:
+            if not self.alive():
+                if self._proc is not None and time.monotonic() - self._last_start >= RESTART_BACKOFF:
+                    log.warning("predict helper exited (code %s); restarting it", self._proc.returncode)
+                    self._stop()
+                    self.start()
                 return False
-        return self._ready
+            if not self._ready and self._conn.poll():
+                try:
+                    self._ready = self._conn.recv() == ("ready",)
+                except (EOFError, OSError):
+                    return False
+            return self._ready
 
     def submit(self, key: str, policy, proxies: np.ndarray, seeds: Sequence[int], dropout: Sequence[bool]) -> bool:
         """Send rows to predict; False if the helper cannot take them (then nothing was sent)."""
@@ -115,7 +136,8 @@ class PredictHelper:
                 self._lock.release()
                 return False
             if key not in self._known:
-                state = {k: v.detach().cpu() for k, v in policy.actor.state_dict().items()}
+                # numpy arrays: torch tensors would be pickled as shared-memory handles for multiprocessing children
+                state = {k: v.detach().cpu().numpy() for k, v in policy.actor.state_dict().items()}
                 self._conn.send(("load", key, policy.name, {**policy.config, "arch": policy.arch.to_dict()}, state))
                 self._known.add(key)
             self._conn.send(("predict", key, np.ascontiguousarray(proxies, np.float32), list(seeds), list(dropout)))
@@ -139,6 +161,7 @@ class PredictHelper:
                 self.rows += len(payload)
                 return payload
             log.warning("predict helper failed: %s", payload)
+            self.failures += 1
             return None
         except (EOFError, OSError) as e:
             log.warning("predict helper lost (%s)", e)
@@ -149,17 +172,27 @@ class PredictHelper:
 
     def _kill(self) -> None:
         self.failures += 1
-        if self._proc is not None and self._proc.is_alive():
+        if self.alive():
             self._proc.kill()
         self._ready = False
 
     def stop(self) -> None:
+        """Close the pipe (the helper exits on it) and reap the process."""
+        with self._state:
+            self._stop()
+
+    def _stop(self) -> None:
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
-            self._proc.join(timeout=2)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-                self._proc.join(timeout=2)
+                self._proc.wait(timeout=2)
         self._proc = self._conn = None
         self._ready = False
+
+
+if __name__ == "__main__":  # python -m exposure_engine.daemon.predict_helper FD THREADS (started by PredictHelper)
+    _helper_main(Connection(int(sys.argv[1])), int(sys.argv[2]))

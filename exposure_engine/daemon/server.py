@@ -40,6 +40,7 @@ import zmq
 from .. import __version__
 from . import auth
 from . import protocol as P
+from . import predict_helper
 from .predict_helper import PredictHelper
 from .protocol import Code, Limits, ProtocolError
 from .styles import Styles, model_roots, resolve_device
@@ -127,9 +128,10 @@ class Server:
         self.predict_workers = max(1, self.config.predict_workers)
         use_helper = self.config.predict_helper
         if use_helper is None:
-            use_helper = not self.device.startswith("cuda") and _cores() >= 2
-        self._helper: PredictHelper | None = PredictHelper() if use_helper and not self.device.startswith("cuda") \
-            else None
+            use_helper = _cores() >= 2
+        self._helper: PredictHelper | None = (
+            PredictHelper() if use_helper and predict_helper.supported() and not self.device.startswith("cuda")
+            else None)
         self._predict_clients: dict[bytes, float] = {}  # client identity -> last predict time
         self._clients_lock = threading.Lock()
         self.endpoint: str | None = None
