@@ -232,6 +232,8 @@ def test_headers_never_carry_nan_or_infinity(value):
     with pytest.raises(ValueError, match="NaN or Infinity"):
         P.dumps({"a": [{"b": [1.0, value]}]})
     with pytest.raises(ValueError):
+        P.dumps({"a": (np.float64(value),)})  # a float subclass in a tuple
+    with pytest.raises(ValueError):
         P.request("render", sequence={"steps": [{"filter": "exposure", "params": {"ev": value}}]})
 
 

@@ -117,12 +117,11 @@ def dumps(obj: dict) -> bytes:
 
 
 def _has_nonfinite(obj: Any) -> bool:
-    t = type(obj)
-    if t is float:
+    if isinstance(obj, float):  # subclasses too (numpy.float64): orjson writes them like floats
         return not math.isfinite(obj)
-    if t is dict:
+    if isinstance(obj, dict):
         return any(_has_nonfinite(v) for v in obj.values())
-    if t is list or t is tuple:
+    if isinstance(obj, (list, tuple)):
         return any(_has_nonfinite(v) for v in obj)
     return False
 
