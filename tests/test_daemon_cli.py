@@ -112,3 +112,23 @@ def test_predict_xmp_for_a_raw_pins_the_camera_white_balance(tmp_path):
     assert 'darktable:operation="temperature"' in xmp
     order = xmp.split('iop_order_list="')[1].split('"')[0].split(",")
     assert order.index("exposure") < order.index("colorin")  # the raw pipe order (JPEG order has colorin first)
+
+
+def test_bench_daemon_measures_each_client_count_per_run_and_reports_medians(tmp_path, capsys):
+    # The bench starts its own daemon process on an ipc socket, with a small policy as the asked-for style.
+    from daemon_support import small_policy
+
+    small_policy(0).save(tmp_path / "models" / "small")
+    out = tmp_path / "bench.json"
+    code = main(["bench", "daemon", "--models", str(tmp_path / "models"), "--style", "small", "--clients", "1,3",
+                 "--requests", "6", "--warmup", "2", "--repeat", "2", "--json", str(out)])
+    assert code == 0
+    res = json.loads(out.read_text())
+    runs = [r for r in res["results"] if "clients" in r]
+    assert [(r["clients"], r["run"]) for r in runs] == [(1, 1), (3, 1), (1, 2), (3, 2)]
+    for r in runs:
+        assert r["requests"] == 6 * r["clients"] and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert res["style"] == "small" and res["stats"]["predict_rows"] >= 2 * (6 + 2) * 4
+    assert "helper" in res["batching"]
+    text = capsys.readouterr().out
+    assert "3 client(s), median of 2 runs: p50" in text

@@ -25,6 +25,9 @@ def register(bsub) -> None:
     p.add_argument("--models", metavar="DIR", help="an extra folder of model folders for the started daemon")
     p.add_argument("--serve-args", default="", metavar="ARGS",
                    help="extra arguments for the started daemon, e.g. \"--batch-window-ms 2\"")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="measure each client count N times, alternating, and also report the median of the runs' "
+                        "p50 and p99 (this machine's speed drifts over minutes; default 1)")
     p.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     p.set_defaults(func=run)
 
@@ -89,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon.client import Client, DaemonUnavailable
 
     counts = [int(x) for x in args.clients.split(",") if x.strip()]
-    if not counts or min(counts) < 1 or args.requests < 1:
-        raise CLIError("--clients and --requests must be positive")
+    if not counts or min(counts) < 1 or args.requests < 1 or args.repeat < 1:
+        raise CLIError("--clients, --requests and --repeat must be positive")
     proc = None
     tmp = tempfile.TemporaryDirectory(prefix="exposure-bench-")
     url = args.server
@@ -139,16 +142,26 @@ def run(args: argparse.Namespace) -> int:
               f"p99 {np.percentile(pings, 99):.2f} ms")
         results = [{"ping_p50_ms": round(float(np.percentile(pings, 50)), 3),
                     "ping_p99_ms": round(float(np.percentile(pings, 99)), 3)}]
-        for n in counts:
-            r = measure(url, n, args.requests, args.warmup, style)
-            r["load_avg_1min"] = round(os.getloadavg()[0], 2)
-            results.append(r)
-            if r.get("errors"):
-                print(f"{n} client(s): FAILED: {'; '.join(r['errors'][:3])}")
-            else:
-                print(f"{n} client(s) x {args.requests}: p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms, {r['predicts_per_s']:.0f} predicts/s "
-                      f"(load average {r['load_avg_1min']:.2f})")
+        for rep in range(args.repeat):
+            for n in counts:
+                r = measure(url, n, args.requests, args.warmup, style)
+                r["load_avg_1min"] = round(os.getloadavg()[0], 2)
+                r["run"] = rep + 1
+                results.append(r)
+                if r.get("errors"):
+                    print(f"{n} client(s): FAILED: {'; '.join(r['errors'][:3])}")
+                else:
+                    print(f"{n} client(s) x {args.requests}: p50 {r['p50_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, "
+                          f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms, {r['predicts_per_s']:.0f} "
+                          f"predicts/s (load average {r['load_avg_1min']:.2f})")
+        if args.repeat > 1:
+            for n in counts:
+                runs = [r for r in results if r.get("clients") == n and "p50_ms" in r]
+                if runs:
+                    p50s, p99s = [r["p50_ms"] for r in runs], [r["p99_ms"] for r in runs]
+                    print(f"{n} client(s), median of {len(runs)} runs: p50 {np.median(p50s):.1f} ms "
+                          f"(runs {min(p50s):.1f}-{max(p50s):.1f}), p99 {np.median(p99s):.1f} ms "
+                          f"(runs {min(p99s):.1f}-{max(p99s):.1f})")
         end = probe.info()
         stats, helper = end["stats"], end["batching"].get("helper")
         print(f"daemon: {stats['predict_rows']} rows in {stats['predict_batches']} batches "
