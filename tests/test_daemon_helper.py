@@ -2,6 +2,7 @@
 no result, and anything wrong with it costs only time."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -23,6 +24,15 @@ def wait_ready(server, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def ready_helper_daemon(policy, monkeypatch):
+    """A daemon serving ``policy`` with its helper process up, restarting a dead helper without delay."""
+    monkeypatch.setattr(predict_helper, "RESTART_BACKOFF", 0.0)
+    with running_server(ServerConfig(predict_helper=True), policies={"default": policy}) as server:
+        wait_ready(server)
+        yield server, server._helper
+
+
 def proxies(n: int) -> np.ndarray:
     rng = np.random.default_rng(n)
     return (rng.random((n, 64, 64, 3)) * 0.4).astype(np.float32)
@@ -41,10 +51,9 @@ def same_rows(got: list[tuple], policy, batch: np.ndarray, seeds: list[int], dro
         assert seed == w.seed
 
 
-def test_the_helper_predicts_half_of_a_batch_with_the_same_results():
+def test_the_helper_predicts_half_of_a_batch_with_the_same_results(monkeypatch):
     pol = small_policy(2)
-    with running_server(ServerConfig(predict_helper=True), policies={"default": pol}) as server:
-        wait_ready(server)
+    with ready_helper_daemon(pol, monkeypatch) as (server, _):
         batch, seeds, dropout = proxies(7), [11, 12, 13, 14, 15, 16, 17], [True, False, True, False, True, True, False]
         got = server._predict_rows(pol, batch, seeds, dropout)
         assert server._helper.rows == 3  # the second half, 7 // 2 rows, came from the other process
@@ -73,11 +82,8 @@ def test_the_helper_predicts_half_of_a_batch_with_the_same_results():
 
 
 def test_a_killed_helper_costs_time_only_and_is_restarted(monkeypatch):
-    monkeypatch.setattr(predict_helper, "RESTART_BACKOFF", 0.0)
     pol = small_policy(3)
-    with running_server(ServerConfig(predict_helper=True), policies={"default": pol}) as server:
-        wait_ready(server)
-        helper = server._helper
+    with ready_helper_daemon(pol, monkeypatch) as (server, helper):
         os.kill(helper._proc.pid, signal.SIGKILL)
         helper._proc.wait(10)
         batch, seeds, dropout = proxies(4), [1, 2, 3, 4], [True] * 4
@@ -90,11 +96,8 @@ def test_a_killed_helper_costs_time_only_and_is_restarted(monkeypatch):
 
 
 def test_a_helper_dying_mid_batch_falls_back_to_the_daemon(monkeypatch):
-    monkeypatch.setattr(predict_helper, "RESTART_BACKOFF", 0.0)
     pol = small_policy(4)
-    with running_server(ServerConfig(predict_helper=True), policies={"default": pol}) as server:
-        wait_ready(server)
-        helper = server._helper
+    with ready_helper_daemon(pol, monkeypatch) as (server, helper):
         real_submit = helper.submit
 
         def submit_then_die(*a, **k):
@@ -123,12 +126,10 @@ def test_auto_uses_a_helper_on_a_multicore_cpu():
         assert (server._helper is not None) == (cores >= 2 and predict_helper.supported())
 
 
-def test_a_style_the_helper_cannot_load_falls_back_and_the_pipe_stays_in_step():
+def test_a_style_the_helper_cannot_load_falls_back_and_the_pipe_stays_in_step(monkeypatch):
     good, bad = small_policy(5), small_policy(6)
     bad.actor.state_dict = lambda: {}  # the helper is sent no weights: its load fails, the daemon's copy works
-    with running_server(ServerConfig(predict_helper=True), policies={"default": good}) as server:
-        wait_ready(server)
-        helper = server._helper
+    with ready_helper_daemon(good, monkeypatch) as (server, helper):
         batch, seeds, dropout = proxies(4), [7, 8, 9, 10], [True] * 4
         for _ in range(2):  # each batch: one error reply, the rows predicted by the daemon instead
             got = server._predict_rows(bad, batch, seeds, dropout)

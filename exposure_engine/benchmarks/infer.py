@@ -229,8 +229,9 @@ def run(args: argparse.Namespace) -> int:
     res["predict_mean_edit"] = timed(lambda: policy.predict(proxy), args.runs, 3)  # retouch's default
     print(_line("policy inference (mean edit)", res["predict_mean_edit"]))
     # What the daemon runs for --batch concurrent clients: different proxies, each its mean edit.
-    crops = [make_proxy(synthetic_image(0.25)[i * 37:, i * 53:], STATE_SIZE) for i in range(args.batch)]
-    batch = np.stack(crops)
+    h, w = example.shape[:2]  # different crops of the example: offsets wrap within its top-left quarter
+    batch = np.stack([make_proxy(example[i * 37 % (h // 2):, i * 53 % (w // 2):], STATE_SIZE)
+                      for i in range(args.batch)])
     res["batch"] = args.batch
     res["predict_batch_mean_edit"] = timed(lambda: policy.predict_batch(batch, dropout=False), args.runs, 3)
     print(_line(f"batch of {args.batch} proxies (mean edits)", res["predict_batch_mean_edit"]))

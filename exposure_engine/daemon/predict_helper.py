@@ -37,6 +37,12 @@ log = logging.getLogger("exposure_engine.daemon")
 RESTART_BACKOFF = 5.0  # seconds between restarts of a helper that died
 
 
+def rows(predictions) -> list[tuple[dict, np.ndarray, int | None]]:
+    """What a predict reply needs of each :class:`Prediction`: ``(sequence dict, probabilities, seed)`` (also what
+    the helper sends back: the proxies it stepped stay behind)."""
+    return [(p.sequence.to_dict(), p.probabilities, p.seed) for p in predictions]
+
+
 def _helper_main(conn, torch_threads: int) -> None:
     """The helper process: load styles when told, predict when asked, until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the whole group: the daemon decides
@@ -65,7 +71,7 @@ def _helper_main(conn, torch_threads: int) -> None:
         try:
             _, key, proxies, seeds, dropout = msg
             preds = policies[key].predict_batch(proxies, seeds=seeds, dropout=dropout)
-            conn.send(("ok", [(p.sequence.to_dict(), p.probabilities, p.seed) for p in preds]))
+            conn.send(("ok", rows(preds)))
         except Exception as e:  # reported to the daemon, which predicts these rows itself
             try:
                 conn.send(("error", f"{type(e).__name__}: {e}"))

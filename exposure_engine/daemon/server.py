@@ -602,15 +602,14 @@ class Server:
         m = n - k if sent else n
         theirs = None
         try:
-            out = [(p.sequence.to_dict(), p.probabilities, p.seed)
-                   for p in policy.predict_batch(proxies[:m], seeds=seeds[:m], dropout=dropout[:m])]
+            out = predict_helper.rows(policy.predict_batch(proxies[:m], seeds=seeds[:m], dropout=dropout[:m]))
         finally:
             if sent:  # always collected (even if this half raised): the helper then takes the next batch again
                 theirs = helper.result()
         if sent:
             if theirs is None or len(theirs) != k:  # the helper failed: these rows are predicted here instead
-                theirs = [(p.sequence.to_dict(), p.probabilities, p.seed)
-                          for p in policy.predict_batch(proxies[m:], seeds=seeds[m:], dropout=dropout[m:])]
+                theirs = predict_helper.rows(policy.predict_batch(proxies[m:], seeds=seeds[m:],
+                                                                  dropout=dropout[m:]))
             out += theirs
         return out
 
