@@ -79,14 +79,17 @@ def test_a_daemon_serves_several_styles_from_folders_and_reports_them(models):
 
 
 def test_device_auto_picks_the_gpu_only_when_torch_sees_one(monkeypatch):
-    monkeypatch.setattr(S, "cuda_available", lambda: True)
-    assert S.resolve_device("auto") == "cuda" and S.resolve_device("cuda") == "cuda"
-    monkeypatch.setattr(S, "cuda_available", lambda: False)
-    assert S.resolve_device("auto") == "cpu"
+    from exposure_engine import devices
+
+    monkeypatch.setattr(devices, "cuda_available", lambda: True)
+    assert devices.resolve_device("auto") == "cuda" and devices.resolve_device("cuda") == "cuda"
+    assert devices.resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    assert devices.resolve_device("auto") == "cpu" and devices.resolve_device(None) == "cpu"
     with pytest.raises(ValueError, match="no CUDA GPU"):
-        S.resolve_device("cuda")
+        devices.resolve_device("cuda")
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
-        S.resolve_device("tpu")
+        devices.resolve_device("tpu")
 
 
 def test_batching_window_is_fixed_on_a_gpu_and_adaptive_on_a_cpu(monkeypatch):

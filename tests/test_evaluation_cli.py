@@ -181,6 +181,26 @@ def test_the_training_loop_plugs_into_the_bench(photo_dir, tmp_path):
     assert len(list((tmp_path / "b" / "punchy" / "sequences").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
+def test_bench_training_resumes_from_its_checkpoint_and_models_are_found_per_style(photo_dir, tmp_path, capfd):
+    from dataclasses import replace
+
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["punchy"], n_test=2, size=96,
+                         minutes=0.05, trainer="loop")
+    first = BM.run(cfg, log=lambda s: None)["styles"]["punchy"]["training"]["iterations"]
+    capfd.readouterr()
+    again = BM.run(replace(cfg, resume=True), log=lambda s: None)["styles"]["punchy"]["training"]
+    assert f"at iteration {first}" in capfd.readouterr().err  # continued, not restarted
+    assert again["iterations"] > first
+    # {style} in a model path: each style's own model, here the one just trained
+    res = BM.run(replace(cfg, trainer=f"model:{tmp_path / 'b' / '{style}' / 'model'}",
+                         out_dir=tmp_path / "rescored"), log=lambda s: None)["styles"]["punchy"]
+    assert res["training"]["model"] == str(tmp_path / "b" / "punchy" / "model")
+    assert res["methods"]["agent"] == BM.run(replace(cfg, trainer=f"model:{tmp_path / 'b' / 'punchy' / 'model'}",
+                                                     out_dir=tmp_path / "direct"),
+                                             log=lambda s: None)["styles"]["punchy"]["methods"]["agent"]
+
+
 def test_unknown_recipe_is_refused_before_any_work(photo_dir, tmp_path, capsys):
     assert main(["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(tmp_path / "o"),
                  "--trainer", "loop:turbo"]) == 2

@@ -386,6 +386,83 @@ def test_two_processes_through_torchrun_train_one_model(tmp_path):
     assert sum(sum(h["usage"]) for h in hist) == 6 * 4
 
 
+# --- GPU (run on a CUDA machine; CPU-only machines skip these and test the refusal instead) --------------------
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_an_error_not_a_silent_cpu_run(tmp_path, capsys):
+    ins, tgs = write_folders(tmp_path)
+    assert cli_main(["train", "--inputs", str(ins), "--targets", str(tgs), "--out", str(tmp_path / "o"),
+                     "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--device", "cuda",
+                     "--no-progress"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@CUDA
+def test_filters_and_networks_give_the_same_results_on_the_gpu():
+    torch.manual_seed(0)
+    img = torch.rand(16, 3, 64, 64) * 1.2
+    raw = torch.randn(16, 64)
+    for f in F.FILTERS:
+        p = f.params_from_raw(raw[:, : f.n_raw])
+        torch.testing.assert_close(f.apply(img.cuda(), p.cuda()).cpu(), f.apply(img, p), rtol=1e-4, atol=1e-5)
+    arch = Arch.from_dict(recipes.get("paper").arch_dict())
+    actor, value, disc = Actor(arch).eval(), Value(arch).eval(), Discriminator(arch).eval()
+    step, used = torch.randint(0, 5, (16,)), (torch.rand(16, 8) < 0.3).float()
+    # TF32 convolutions (cuDNN's default, fine for training) round to ~1e-3; full float32 compares the maths
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        (probs, packed), v, d = actor(img, step, used), value(img, step, used), disc(img)  # before .cuda() moves them
+        g = img.cuda(), step.cuda(), used.cuda()
+        probs_g, packed_g = actor.cuda()(*g)
+        torch.testing.assert_close(probs_g.cpu(), probs, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(packed_g.cpu(), packed, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(value.cuda()(*g).cpu(), v, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(disc.cuda()(g[0]).cpu(), d, rtol=1e-3, atol=1e-4)
+
+
+@CUDA
+def test_training_on_the_gpu_saves_a_cpu_model_and_its_checkpoint_resumes_on_the_cpu(tmp_path):
+    cfg = _tiny_config(tmp_path, "m", 6)
+    cfg.device = "cuda"
+    summary = train(cfg)
+    assert summary["iterations"] == 6 and summary["device"].startswith("cuda")
+    out = tmp_path / "m"
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["device"].startswith("cuda") and training["gpu"]
+    pol = Policy.load(out, device="cpu")
+    assert len(pol.predict(np.full((20, 20, 3), 0.1, np.float32))[0].sequence.steps) == 5
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["cuda_rng"] is not None and all(v.device.type == "cpu" for v in ck["pool"].values())
+    hist = json.loads((out / "history.json").read_text())["history"]
+    assert sum(hist[0]["usage"]) == 6 * 4 and np.isfinite(hist[0]["wasserstein"])
+    # the same folder continues on the CPU: nothing in the checkpoint is tied to the GPU
+    cpu = _tiny_config(tmp_path, "m", 9)
+    cpu.resume = True
+    assert train(cpu)["iterations"] == 9
+    assert json.loads((out / "config.json").read_text())["training"]["device"] == "cpu"
+
+
+@CUDA
+@pytest.mark.slow
+def test_two_processes_through_torchrun_share_one_gpu(tmp_path):
+    # more ranks than GPUs: both on GPU 0 with gloo (NCCL refuses two ranks on one GPU); the all-reduced
+    # gradients still keep the replicas identical
+    ins, tgs = write_folders(tmp_path)
+    recipe = tiny_recipe_file(tmp_path / "r.json", monitor_every=0, batch=8)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "exposure_engine.cli", "train", "--inputs", str(ins), "--targets", str(tgs),
+           "--out", str(tmp_path / "m"), "--recipe", str(recipe), "--iterations", "6", "--no-progress",
+           "--device", "cuda"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summaries = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 2 and all(s["device"].startswith("cuda") for s in summaries)
+    assert summaries[0]["actor_sha256"] == summaries[1]["actor_sha256"]
+
+
 # --- report ---------------------------------------------------------------------------------------------------
 
 

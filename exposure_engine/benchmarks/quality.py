@@ -21,8 +21,14 @@ def register(sub) -> None:
     p.add_argument("--trainer", default="random",
                    help="loop (train with the training loop, recipe cpu-fast; loop:RECIPE for another), random "
                         "(untrained policy: a plumbing check, the default), none (baselines only) or model:PATH "
-                        "(an existing model folder, e.g. models/default)")
+                        "(an existing model folder, e.g. models/default; {style} in PATH stands for each style's "
+                        "name)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="--trainer loop: continue each style's training from OUT/STYLE/model/checkpoint.pt (after a "
+                        "kill, or to extend a run stopped by --minutes); the data are made again, identically")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where --trainer loop trains: auto (default) = a CUDA GPU when torch sees one, else the CPU")
     p.set_defaults(func=run)
 
 
@@ -41,8 +47,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--styles: unknown style(s) {', '.join(unknown)}; known: {', '.join(S.STYLES)}")
     if args.size < 64:
         raise CLIError(f"--size must be at least 64 px (the metric's 64x64 patches), got {args.size}")
+    from ..devices import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
-                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer)
+                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer,
+                      device=device, resume=args.resume)
     try:
         results = run_bench(cfg)
     except EvalInputError as e:

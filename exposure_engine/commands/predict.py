@@ -80,7 +80,8 @@ def predict_sequences(args: argparse.Namespace) -> list:
         return [p.sequence for p in preds]
 
     from ..daemon.protocol import ProtocolError
-    from ..daemon.styles import Styles, model_roots, resolve_device
+    from ..daemon.styles import Styles, model_roots
+    from ..devices import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s exposure-engine daemon: %(message)s")
     from ..daemon.protocol import Limits
     from ..daemon.server import Server, ServerConfig, ServerError, check_bind
-    from ..daemon.styles import Styles, model_roots, resolve_device
+    from ..daemon.styles import Styles, model_roots
+    from ..devices import resolve_device
 
     if args.max_frame_mb <= 0 or args.render_workers < 1 or args.predict_workers < 1:
         raise CLIError("--max-frame-mb, --render-workers and --predict-workers must be positive")

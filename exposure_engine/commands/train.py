@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
     p.add_argument("--name", help="model name (default: the output folder's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the networks train: auto (default) = a CUDA GPU when torch sees one, else the CPU")
     p.set_defaults(func=run)
 
 
@@ -78,13 +80,19 @@ def run(args: argparse.Namespace) -> int:
         extra["unprocess_ranges"] = UnprocessRanges().to_dict()
     if args.iterations is not None and args.iterations < 1:
         raise CLIError("--iterations must be >= 1")
+    from ..devices import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
     from ..training.loop import TrainConfig, train
 
     cfg = TrainConfig(inputs=inputs, targets=targets, out=args.out, recipe=recipe, unprocess=unprocess,
                       minutes=args.minutes, iterations=args.iterations, seed=args.seed, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, name=args.name, progress=not args.no_progress,
-                      extra=extra)
+                      device=device, extra=extra)
     try:
         summary = train(cfg)
     except D.DataError as e:

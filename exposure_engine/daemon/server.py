@@ -38,12 +38,13 @@ import numpy as np
 import zmq
 
 from .. import __version__
+from ..devices import resolve_device
 from . import auth
 from . import protocol as P
 from . import predict_helper
 from .predict_helper import PredictHelper
 from .protocol import Code, Limits, ProtocolError
-from .styles import Styles, model_roots, resolve_device
+from .styles import Styles, model_roots
 
 log = logging.getLogger("exposure_engine.daemon")
 

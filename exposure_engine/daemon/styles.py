@@ -30,27 +30,6 @@ def model_roots(extra: Path | None = None) -> list[Path]:
     return ([Path(extra)] if extra is not None else []) + retouch_roots()
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; ``cuda`` without a GPU is an error (ValueError)."""
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if requested == "cpu":
-        return "cpu"
-    if requested == "cuda" or requested.startswith("cuda:"):
-        if not cuda_available():
-            raise ValueError(f"--device {requested}: no CUDA GPU is available to torch here "
-                             "(use --device auto or cpu)")
-        return requested
-    raise ValueError(f"--device must be auto, cpu or cuda, not {requested!r}")
-
-
 def is_model_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "policy.pt").is_file() or (path / "config.json").is_file())
 

@@ -59,6 +59,8 @@ class TrainingJob:
     out_dir: Path
     minutes: float
     seed: int
+    device: str = "cpu"  # where a training loop runs its networks (resolved: cpu, cuda, cuda:N)
+    resume: bool = False  # a training loop continues from out_dir/checkpoint.pt when there is one
 
 
 #: A trainer turns a job into a policy (``exposure_engine.agent.policy.Policy``) plus a dict describing the run.
@@ -76,6 +78,8 @@ class BenchConfig:
     minutes: float = 1.0  # training budget per style
     seed: int = 0
     trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none" or "model:PATH"
+    device: str = "cpu"  # for the "loop" trainers
+    resume: bool = False  # "loop" trainers continue a killed or budget-stopped run from its checkpoint
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,12 +161,15 @@ def random_trainer(job: TrainingJob) -> tuple[object, dict]:
 
 
 def model_trainer(path: str) -> Trainer:
-    """No training: an existing model folder, e.g. ``models/default`` (meaningful for the style it learnt)."""
+    """No training: an existing model folder, e.g. ``models/default`` (meaningful for the style it learnt).
+    ``{style}`` in the path stands for the style's name (``runs/{style}/model``: one model per style, e.g. trained
+    elsewhere by ``loop:RECIPE`` and scored here again)."""
 
     def run(job: TrainingJob) -> tuple[object, dict]:
         from ..agent.policy import Policy
 
-        return Policy.load(path), {"trainer": "model", "model": str(path)}
+        folder = path.replace("{style}", job.style)
+        return Policy.load(folder), {"trainer": "model", "model": str(folder)}
 
     return run
 
@@ -186,11 +193,12 @@ def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
         cfg = loop.TrainConfig(inputs=sorted(job.inputs_dir.glob("*.tif")),
                                targets=sorted(job.targets_dir.glob("*.png")), out=job.out_dir,
                                recipe=get_recipe(recipe), unprocess=False, minutes=job.minutes, seed=job.seed,
-                               name=f"bench-{job.style}", progress=False,
+                               name=f"bench-{job.style}", progress=False, device=job.device, resume=job.resume,
                                extra={"benchmark": "quality", "style": job.style})
         summary = loop.train(cfg)
         keep = {k: summary[k] for k in ("iterations", "stopped_by", "seconds") if k in summary}
-        return Policy.load(job.out_dir), {"trainer": "loop", "recipe": recipe, "minutes": job.minutes, **keep}
+        return Policy.load(job.out_dir), {"trainer": "loop", "recipe": recipe, "minutes": job.minutes,
+                                          "device": job.device, **keep}
 
     return run
 
@@ -257,7 +265,7 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     if trainer is not None:
         train_inputs = [raw_like(p.display, cfg.seed, i)[0] for i, p in enumerate(train_photos)]
         job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
-                          out / "model", cfg.minutes, cfg.seed)
+                          out / "model", cfg.minutes, cfg.seed, cfg.device, cfg.resume)
         t1 = time.perf_counter()
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}

@@ -12,16 +12,19 @@ Per iteration t of T:
    gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage;
 3. the stepped states go back to the pool; finished ones feed the critic's image pool.
 
-Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun, gloo) average gradients with an
-all-reduce after each backward; each draws its own data. Rank 0 writes atomic checkpoints (temp file +
-os.replace), the final model folder, ``history.json`` and the report plots.
+Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
+gradients with an all-reduce after each backward; each draws its own data. Rank 0 writes atomic checkpoints (temp
+file + os.replace), the final model folder, ``history.json`` and the report plots.
+
+Devices: the networks and the batches live on ``TrainConfig.device`` (a GPU when asked for); the data, the replay
+pools and the checkpoints stay on the CPU, so a checkpoint written on a GPU resumes on a CPU and back. Losses are
+logged as tensors and read once per ``LOG_EVERY`` iterations, so a GPU is not stalled by a sync per step.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -57,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     name: str | None = None
     progress: bool = True
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (the CLI resolves "auto", exposure_engine.devices)
     extra: dict = field(default_factory=dict)  # recorded in config.json (e.g. the data split)
 
     @property
@@ -99,13 +103,13 @@ def _broadcast_params(modules: list[torch.nn.Module], world: int) -> None:
             dist.broadcast(t.data, 0)
 
 
-def _any(flag: bool, world: int) -> bool:
+def _any(flag: bool, world: int, device: torch.device | None = None) -> bool:
     """True on every rank if ``flag`` is True on any (so all ranks stop at the same iteration)."""
     if world == 1:
         return flag
     import torch.distributed as dist
 
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -132,13 +136,13 @@ def critic_loss(disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, gp_
                 ) -> tuple[torch.Tensor, dict]:
     """WGAN critic loss with the one-sided gradient penalty on random interpolates (``(B,3,S,S)`` each)."""
     d_real, d_fake = disc(real), disc(fake)
-    eps = torch.rand(real.shape[0], 1, 1, 1)
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(disc(mix).sum(), mix, create_graph=True)
     norm = grad.flatten(1).norm(dim=1)
     gp = torch.clamp(norm - 1.0, min=0.0).pow(2).mean()
     w = d_real.mean() - d_fake.mean()
-    return -w + gp_weight * gp, {"d_loss": 0.0, "wasserstein": float(w.detach()), "gp": float(gp.detach())}
+    return -w + gp_weight * gp, {"wasserstein": w.detach(), "gp": gp.detach()}
 
 
 def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tensor, step: torch.Tensor,
@@ -146,12 +150,13 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """One actor/value update's loss on a batch of states. Returns ``(loss, new_img, new_step, new_used, logs)``.
 
-    img ``(B,3,S,S)``, step ``(B,)`` long, used ``(B,8)``; ``progress`` = t / T in [0, 1]."""
+    img ``(B,3,S,S)``, step ``(B,)`` long, used ``(B,8)``, all on the networks' device; ``progress`` = t / T in
+    [0, 1]. The logs are 0-d tensors (``usage``: filter counts ``(8,)``), read by the caller when it logs."""
     b = img.shape[0]
     probs, packed_all = actor(img, step, used)
     choice = torch.multinomial(probs.detach(), 1).squeeze(1)
     new_img = apply_choice(img, choice, packed_all)
-    rows = torch.arange(b)
+    rows = torch.arange(b, device=img.device)
     reused = used[rows, choice]
     new_used = used.clone()
     new_used[rows, choice] = 1.0
@@ -175,10 +180,10 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     value_loss = adv.pow(2).mean()
     logp = torch.log(probs[rows, choice])
     actor_loss = (-q - logp * adv.detach()).mean()
-    logs = {"actor_loss": float(actor_loss.detach()), "value_loss": float(value_loss.detach()),
-            "reward": float(reward.detach().mean()), "d_gain": float((d_out - d_in).detach().mean()),
-            "overexposure": float(over.detach().mean()), "entropy": float(ent.detach().mean()),
-            "reuse": float(reused.mean()), "usage": np.bincount(choice.numpy(), minlength=F.N_FILTERS).tolist()}
+    logs = {"actor_loss": actor_loss.detach(), "value_loss": value_loss.detach(),
+            "reward": reward.detach().mean(), "d_gain": (d_out - d_in).detach().mean(),
+            "overexposure": over.detach().mean(), "entropy": ent.detach().mean(),
+            "reuse": reused.mean(), "usage": torch.bincount(choice, minlength=F.N_FILTERS)}
     return actor_loss + value_loss, new_img.detach(), new_step, new_used, logs
 
 
@@ -192,27 +197,59 @@ def _lr(recipe: Recipe, progress: float) -> float:
 def _finish_episodes(actor: Actor, images: torch.Tensor, n_steps: int) -> torch.Tensor:
     """Run fresh inputs through whole episodes without gradients (to seed the critic's image pool)."""
     with torch.no_grad():
-        b = images.shape[0]
-        step = torch.zeros(b, dtype=torch.long)
-        used = torch.zeros(b, F.N_FILTERS)
+        b, dev = images.shape[0], images.device
+        step = torch.zeros(b, dtype=torch.long, device=dev)
+        used = torch.zeros(b, F.N_FILTERS, device=dev)
         for t in range(n_steps):
             probs, packed_all = actor(images, step, used)
             choice = torch.multinomial(probs, 1).squeeze(1)
             images = apply_choice(images, choice, packed_all)
-            used[torch.arange(b), choice] = 1.0
+            used[torch.arange(b, device=dev), choice] = 1.0
             step = step + 1
     return images
+
+
+def _log_row(acc: list[dict]) -> dict:
+    """Means of the logged 0-d tensors over ``acc`` (one GPU sync), and the summed filter counts."""
+    keys = [k for k in acc[0] if k != "usage"]
+    means = torch.stack([torch.stack([a[k].float() for a in acc]).mean() for k in keys]).tolist()
+    row = dict(zip(keys, means))
+    row["usage"] = torch.stack([a["usage"] for a in acc]).sum(0).tolist()
+    return row
+
+
+def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """The module itself on a CPU run, a CPU copy otherwise (for Policy: monitor, hashes, the saved model)."""
+    if next(module.parameters()).device.type == "cpu":
+        return module
+    return copy.deepcopy(module).cpu()
+
+
+def _setup_device(requested: str, world: int) -> tuple[torch.device, str]:
+    """The device this process trains on and the process-group backend. Under torchrun with GPUs each rank takes
+    GPU ``LOCAL_RANK``; NCCL when every rank has a GPU of its own, gloo otherwise (it also reduces CUDA tensors)."""
+    dev = torch.device(requested)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested}: no CUDA GPU is available to torch here")
+        if dev.index is None:  # a plain "cuda": the current GPU, or under torchrun GPU LOCAL_RANK
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+                               if world > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" and torch.cuda.device_count() >= world else "gloo"
+    return dev, backend
 
 
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) and write the model folder ``cfg.out``. Returns a summary dict."""
     t_start = time.monotonic()
     rank, world = _world()
+    dev, backend = _setup_device(cfg.device, world)
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group(backend)
     recipe = cfg.recipe
     torch.set_num_threads(max(1, recipe.threads))
     if recipe.threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and rank == 0:
@@ -246,10 +283,11 @@ def train(cfg: TrainConfig) -> dict:
     for s in inputs.skipped + targets.skipped:
         log(f"skipped {s}")
     log(f"data: {len(inputs.files)} inputs ({inputs.crops.shape[0]} crops), {len(targets.files)} targets "
-        f"({targets.crops.shape[0]} crops)")
+        f"({targets.crops.shape[0]} crops); training on {dev}" + (f" ({torch.cuda.get_device_name(dev)})"
+                                                                    if dev.type == "cuda" else ""))
 
     rng = np.random.default_rng([cfg.seed, rank])
-    torch.manual_seed(cfg.seed * 1000 + rank)
+    torch.manual_seed(cfg.seed * 1000 + rank)  # seeds the CUDA generators too
     in_sampler = D.ProxySampler(inputs.crops, STATE_SIZE, rng)
     tg_sampler = D.ProxySampler(targets.crops, STATE_SIZE, rng)
     batch = max(1, recipe.batch // world)
@@ -257,6 +295,7 @@ def train(cfg: TrainConfig) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (then broadcast anyway)
         actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+    actor, value, disc = actor.to(dev), value.to(dev), disc.to(dev)
     actor.train()
     _broadcast_params([actor, value, disc], world)
     # Polyak average of the actor (recipe.ema): updated after every actor step, checkpointed, and what is saved.
@@ -287,6 +326,8 @@ def train(cfg: TrainConfig) -> dict:
         if "torch_rng" in ck and world == 1:
             torch.set_rng_state(ck["torch_rng"])
             rng.bit_generator.state = ck["np_rng"]
+            if dev.type == "cuda" and ck.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ck["cuda_rng"], dev)
         _broadcast_params([actor, value, disc], world)
         if ema is not None:
             ema.load_state_dict(ck["ema_actor"] if ck.get("ema_actor") is not None else actor.state_dict())
@@ -294,7 +335,7 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.resume:
         log(f"--resume: no checkpoint in {out}, starting from scratch")
     if len(fakes) == 0:
-        fakes.add(_finish_episodes(actor, in_sampler.sample(recipe.fake_pool_size), recipe.n_steps))
+        fakes.add(_finish_episodes(actor, in_sampler.sample(recipe.fake_pool_size).to(dev), recipe.n_steps).cpu())
 
     # fixed monitor set: input and target proxies (centre crops) for the histogram-intersection curve
     mon_in = inputs.crops[:: max(1, len(inputs.crops) // 64)][:64]
@@ -312,6 +353,7 @@ def train(cfg: TrainConfig) -> dict:
                  "iteration": iteration, "elapsed": elapsed_before + time.monotonic() - t_start,
                  "recipe": recipe.to_dict(), "config": {"arch": arch.to_dict(), "recipe": recipe.to_dict()},
                  "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state, "seed": cfg.seed,
+                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
                  "ema_actor": None if ema is None else ema.state_dict()}
         import io
 
@@ -322,7 +364,7 @@ def train(cfg: TrainConfig) -> dict:
     def run_monitor(iteration: int) -> None:
         from .report import proxy_histogram_intersection
 
-        pol = Policy(actor if ema is None else ema, name="monitor")  # the weights that will be saved
+        pol = Policy(_cpu_copy(actor if ema is None else ema), name="monitor")  # the weights that will be saved
         preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
         actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
         outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
@@ -338,7 +380,7 @@ def train(cfg: TrainConfig) -> dict:
     it = start_iter
     stopped_by = "iterations"
     while it < T:
-        if _any(deadline is not None and time.monotonic() > deadline, world):
+        if _any(deadline is not None and time.monotonic() > deadline, world, dev if backend == "nccl" else None):
             stopped_by = "minutes"
             break
         progress = it / T
@@ -353,15 +395,17 @@ def train(cfg: TrainConfig) -> dict:
         n_critic = recipe.critic_steps_boost if (it < recipe.boost_first or it % recipe.boost_every == 0) \
             else recipe.critic_steps
         for _ in range(n_critic):
-            loss_d, dlogs = critic_loss(disc, tg_sampler.sample(batch), fakes.sample(batch), recipe.gp_weight)
+            real = tg_sampler.sample(batch).to(dev, non_blocking=True)
+            loss_d, dlogs = critic_loss(disc, real, fakes.sample(batch).to(dev, non_blocking=True), recipe.gp_weight)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             _sync_grads([disc], world)
             opt_d.step()
-            dlogs["d_loss"] = float(loss_d.detach())
+            dlogs["d_loss"] = loss_d.detach()
 
-        idx, img, step, used = pool.sample(batch)
-        loss, new_img, new_step, new_used, alogs = agent_step(actor, value, disc, img, step, used, recipe, progress)
+        idx, *state = pool.sample(batch)
+        loss, new_img, new_step, new_used, alogs = agent_step(actor, value, disc, *(t.to(dev) for t in state),
+                                                              recipe, progress)
         opt_a.zero_grad(set_to_none=True)
         opt_v.zero_grad(set_to_none=True)
         loss.backward()
@@ -372,17 +416,13 @@ def train(cfg: TrainConfig) -> dict:
             with torch.no_grad():
                 for pe, pa in zip(ema.parameters(), actor.parameters()):
                     pe.lerp_(pa, 1.0 - recipe.ema)
-        fakes.add(pool.put_back(idx, new_img, new_step, new_used))
+        fakes.add(pool.put_back(idx, new_img.cpu(), new_step.cpu(), new_used.cpu()))
         it += 1
 
         acc.append({**dlogs, **alogs})
         if it % LOG_EVERY == 0 or it == T:
-            row = {"iteration": it, "seconds": round(elapsed_before + time.monotonic() - t_start, 2), "lr_d": lr}
-            for k in acc[0]:
-                if k == "usage":
-                    row[k] = np.sum([a[k] for a in acc], 0).tolist()
-                else:
-                    row[k] = float(np.mean([a[k] for a in acc]))
+            row = {"iteration": it, "seconds": round(elapsed_before + time.monotonic() - t_start, 2), "lr_d": lr,
+                   **_log_row(acc)}
             history.append(row)
             acc = []
             post = {"W": f"{row['wasserstein']:.3f}", "A": f"{row['actor_loss']:.3f}",
@@ -404,16 +444,17 @@ def train(cfg: TrainConfig) -> dict:
     # The final actor's hash: equal on every rank when the gradient all-reduce kept the replicas in sync.
     summary = {"iterations": it, "stopped_by": stopped_by, "world_size": world,
                "seconds": round(elapsed_before + time.monotonic() - t_start, 1),
-               "actor_sha256": _sha256_bytes(_state_bytes(actor.state_dict()))}
+               "actor_sha256": _sha256_bytes(_state_bytes(_cpu_copy(actor).state_dict())), "device": str(dev)}
     if is_main:
         if not monitor or monitor[-1]["iteration"] != it:
             run_monitor(it)
         checkpoint(it)
         name = cfg.name or out.name
-        pol = Policy(actor if ema is None else ema, name=name, config={"recipe": recipe.to_dict()})
+        pol = Policy(_cpu_copy(actor if ema is None else ema), name=name, config={"recipe": recipe.to_dict()})
         training = {**{k: v for k, v in summary.items() if k != "actor_sha256"}, "seed": cfg.seed, "unprocess": cfg.unprocess,
                     "n_input_files": len(inputs.files), "n_target_files": len(targets.files),
-                    "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__, **cfg.extra}
+                    "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__,
+                    **({"gpu": torch.cuda.get_device_name(dev)} if dev.type == "cuda" else {}), **cfg.extra}
         pol.save(out, extra_config={"training": training,
                                     "metrics": {"monitor_histogram_intersection": monitor[-1] if monitor else None}})
         atomic_write(out / HISTORY, json.dumps({"history": history, "monitor": monitor}, indent=1).encode())

@@ -1,10 +1,12 @@
 """Measure the cost of one training iteration of a recipe on this machine (synthetic data, no files).
 
     python -m exposure_engine.training.timing --recipe cpu-fast --recipe paper [--iterations 6] [--threads 2]
+                                              [--device auto|cpu|cuda]
 
 One iteration = the recipe's critic steps (each with the gradient penalty's double backward) + one actor/value
 step (filters, D and V in the graph). Reports the median milliseconds per iteration after one warm-up, and the
-load average, because on a shared machine the number depends on what else runs (docs/training.md).
+load average, because on a shared machine the number depends on what else runs (docs/training.md). On a GPU the
+clock stops after the device has finished (``torch.cuda.synchronize``).
 """
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ import sys
 import time
 
 
-def measure(recipe_name: str, iterations: int = 6, threads: int | None = None) -> dict:
-    import numpy as np
+def measure(recipe_name: str, iterations: int = 6, threads: int | None = None, device: str = "cpu") -> dict:
     import torch
 
     from ..agent.networks import Actor, Arch, Discriminator, Value
@@ -27,29 +28,35 @@ def measure(recipe_name: str, iterations: int = 6, threads: int | None = None) -
     torch.set_num_threads(threads or r.threads)
     torch.manual_seed(0)
     arch = Arch.from_dict(r.arch_dict())
-    actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+    dev = torch.device(device)
+    actor, value, disc = Actor(arch).to(dev), Value(arch).to(dev), Discriminator(arch).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     opt = torch.optim.Adam(list(actor.parameters()) + list(value.parameters()), lr=1e-5)
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-5)
     b = r.batch
     times = []
     for i in range(iterations + 1):
-        real, fake = torch.rand(b, 3, 64, 64), torch.rand(b, 3, 64, 64)
-        img = torch.rand(b, 3, 64, 64) * 0.2
+        real, fake = torch.rand(b, 3, 64, 64, device=dev), torch.rand(b, 3, 64, 64, device=dev)
+        img = torch.rand(b, 3, 64, 64, device=dev) * 0.2
+        sync()
         t0 = time.perf_counter()
         for _ in range(r.critic_steps):
             loss, _ = critic_loss(disc, real, fake, r.gp_weight)
             opt_d.zero_grad()
             loss.backward()
             opt_d.step()
-        loss, *_ = agent_step(actor, value, disc, img, torch.randint(0, r.n_steps, (b,)), torch.zeros(b, 8), r, 0.5)
+        loss, *_ = agent_step(actor, value, disc, img, torch.randint(0, r.n_steps, (b,), device=dev),
+                              torch.zeros(b, 8, device=dev), r, 0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         if i:  # the first iteration warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1000
     return {"recipe": r.name, "widths": list(r.widths), "network_input": r.proxy, "batch": b,
-            "critic_steps": r.critic_steps, "threads": torch.get_num_threads(), "ms_per_iteration": round(ms),
+            "critic_steps": r.critic_steps, "threads": torch.get_num_threads(), "device": str(dev),
+            "ms_per_iteration": round(ms, 1),
             "iterations_per_30_min": int(1800 / (ms / 1000)), "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -59,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", action="append", help="recipe name or .json (repeatable; default cpu-fast)")
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     a = p.parse_args(argv)
     import json
 
+    from ..devices import resolve_device
+
+    device = resolve_device(a.device)
     for name in a.recipe or ["cpu-fast"]:
-        print(json.dumps(measure(name, a.iterations, a.threads)), flush=True)
+        print(json.dumps(measure(name, a.iterations, a.threads, device)), flush=True)
     return 0
 
 
