@@ -99,7 +99,9 @@ def test_ensure_daemon_starts_one_when_none_answers_and_reuses_it(tmp_path):
     pid = client.ping()["pid"]
     try:
         assert pid != os.getpid()
-        assert "untrained" in {s["name"] for s in client.info()["styles"]}
+        info = client.info()
+        assert "untrained" in {s["name"] for s in info["styles"]}
+        assert info["batching"]["helper"] is None  # an on-demand daemon serves one image at a time: no helper
         again = ensure_daemon(url, wait=10)  # answers at once: nothing new is started
         assert again.ping()["pid"] == pid
         again.close()

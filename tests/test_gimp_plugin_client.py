@@ -144,7 +144,8 @@ def test_installer_config_is_what_the_plugin_reads(dc, tmp_path):
     config = dc.load_config(str(main.parent))
     assert config["server"] == "tcp://127.0.0.1:6001"
     assert dc.serve_command("tcp://127.0.0.1:6001", config) == [
-        sys.executable, "-m", "exposure_engine.cli", "serve", "--bind", "tcp://127.0.0.1:6001", "--idle-exit", "600"]
+        sys.executable, "-m", "exposure_engine.cli", "serve", "--bind", "tcp://127.0.0.1:6001", "--idle-exit", "600",
+        "--predict-helper", "off"]
 
 
 def test_plugin_constants_match_the_engine():

@@ -285,12 +285,18 @@ def serve_command(url: str, *, idle_exit: float | None = 600.0, extra: Sequence[
     return cmd + list(extra)
 
 
+# A daemon started on demand serves an editor: one image per request, where the helper process (which predicts
+# half of a batch of 2+ rows) gains nothing. Without it the daemon holds 379 instead of 658 MB and its first predict
+# does not compete with the helper's start-up (docs/protocol.md). ``extra_args`` given later win (argparse).
+ON_DEMAND_ARGS = ("--predict-helper", "off")
+
+
 def ensure_daemon(url: str = P.DEFAULT_URL, *, wait: float = 60.0, idle_exit: float | None = 600.0,
                   extra_args: Sequence[str] = (), log_path: str | os.PathLike | None = None,
                   keys: str | os.PathLike | None = None) -> Client:
     """A :class:`Client` for a daemon answering at ``url``: if none answers a ping, start one (detached, in its
     own session, so it outlives the caller; it exits after ``idle_exit`` idle seconds) and wait up to ``wait``
-    seconds for it. Only loopback/ipc URLs are started. Raises :class:`DaemonUnavailable` with the daemon's log
+    seconds for it; it runs without the helper process (``ON_DEMAND_ARGS``). Only loopback/ipc URLs are started. Raises :class:`DaemonUnavailable` with the daemon's log
     tail when it fails to come up (e.g. no model installed, port taken by something else)."""
     client = Client(url, timeout=0.5, retries=0, keys=keys)
     try:
@@ -303,7 +309,7 @@ def ensure_daemon(url: str = P.DEFAULT_URL, *, wait: float = 60.0, idle_exit: fl
         raise DaemonUnavailable(url, f"no daemon answers at {url}, and only a local daemon can be started here")
     if log_path is None:
         log_path = Path(tempfile.gettempdir()) / f"exposure-engine-daemon-{os.getuid()}.log"
-    args = list(extra_args) + (["--keys", str(keys)] if keys is not None else [])
+    args = [*ON_DEMAND_ARGS, *extra_args] + (["--keys", str(keys)] if keys is not None else [])
     log_start = Path(log_path).stat().st_size if Path(log_path).exists() else 0
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(serve_command(url, idle_exit=idle_exit, extra=args), stdin=subprocess.DEVNULL,
