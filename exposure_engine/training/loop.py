@@ -16,8 +16,9 @@ Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, 
 gradients with an all-reduce after each backward; each draws its own data. Rank 0 writes atomic checkpoints (temp
 file + os.replace), the final model folder, ``history.json`` and the report plots.
 
-Devices: the networks and the batches live on ``TrainConfig.device`` (a GPU when asked for); the data, the replay
-pools and the checkpoints stay on the CPU, so a checkpoint written on a GPU resumes on a CPU and back. Losses are
+Devices: the networks and the batches live on ``TrainConfig.device`` (a GPU when asked for); the data and the replay
+pools stay on the CPU, and checkpoints are loaded onto the CPU first, so a checkpoint written on a GPU resumes on a
+CPU and back. Losses are
 logged as tensors and read once per ``LOG_EVERY`` iterations, so a GPU is not stalled by a sync per step.
 """
 from __future__ import annotations
