@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", action="append", help="recipe name or .json (repeatable; default cpu-fast)")
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--threads", type=int)
-    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto (default): a CUDA GPU when torch sees one, else the CPU")
     a = p.parse_args(argv)
     import json
 
