@@ -386,6 +386,16 @@ def test_two_processes_through_torchrun_train_one_model(tmp_path):
     assert sum(sum(h["usage"]) for h in hist) == 6 * 4
 
 
+def test_timing_probe_reports_the_recipe_and_where_it_ran(tmp_path, capsys):
+    from exposure_engine.training import timing
+
+    assert timing.main(["--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "2",
+                        "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["recipe"] == "r" and row["widths"] == [4, 8, 8, 8] and row["batch"] == 4
+    assert row["device"] == "cpu" and row["ms_per_iteration"] > 0
+
+
 # --- GPU (run on a CUDA machine; CPU-only machines skip these and test the refusal instead) --------------------
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
