@@ -297,7 +297,8 @@ def ensure_daemon(url: str = P.DEFAULT_URL, *, wait: float = 60.0, idle_exit: fl
     """A :class:`Client` for a daemon answering at ``url``: if none answers a ping, start one (detached, in its
     own session, so it outlives the caller; it exits after ``idle_exit`` idle seconds) and wait up to ``wait``
     seconds for it; it runs without the helper process (``ON_DEMAND_ARGS``). Only loopback/ipc URLs are started.
-    Raises :class:`DaemonUnavailable` with the daemon's log tail when it fails to come up (e.g. no model installed, port taken by something else)."""
+    Raises :class:`DaemonUnavailable` with the daemon's log tail when it fails to come up (e.g. no model
+    installed, port taken by something else)."""
     client = Client(url, timeout=0.5, retries=0, keys=keys)
     try:
         client.ping()
