@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import DEVICE_CHOICES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -27,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="--trainer loop: continue each style's training from OUT/STYLE/model/checkpoint.pt (after a "
                         "kill, or to extend a run stopped by --minutes); the data are made again, identically")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where --trainer loop trains: auto (default) = a CUDA GPU when torch sees one, else the CPU")
     p.set_defaults(func=run)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..devices import DEVICE_CHOICES
 from .export import add_export_options
 
 
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--models", metavar="DIR", help="in-process: an extra folder of model folders, searched first")
     p.add_argument("--untrained", action="store_true",
                    help="in-process: use an untrained deterministic policy (for trying the pipeline)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="in-process device")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="in-process device")
     p.add_argument("--variants", type=int, default=1, metavar="N", help="N variants (dropout samples)")
     p.add_argument("--seed", type=int, metavar="S", help="a reproducible dropout sample (variant i uses S + i); "
                    "without --seed and --variants: the model's mean edit (no dropout, deterministic)")

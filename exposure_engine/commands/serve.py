@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import DEVICE_CHOICES
+
 
 def register(sub) -> None:
     from ..daemon.protocol import DEFAULT_URL
@@ -21,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--bind", default=DEFAULT_URL, metavar="URL",
                    help=f"ZeroMQ endpoint: tcp://HOST:PORT or ipc://PATH (default {DEFAULT_URL}; "
                         "tcp://127.0.0.1:* picks a free port and prints it)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where the models run: auto (the GPU when torch sees one, else the CPU)")
     p.add_argument("--models", metavar="DIR", help="an extra folder of model folders, searched first")
     p.add_argument("--untrained", action="store_true",

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..devices import DEVICE_CHOICES
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -30,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
     p.add_argument("--name", help="model name (default: the output folder's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where the networks train: auto (default) = a CUDA GPU when torch sees one, else the CPU")
     p.set_defaults(func=run)
 

@@ -148,7 +148,7 @@ class PredictHelper:
                 self._known.add(key)
             self._conn.send(("predict", key, np.ascontiguousarray(proxies, np.float32), list(seeds), list(dropout)))
             return True
-        except (OSError, ValueError, BrokenPipeError) as e:
+        except (OSError, ValueError) as e:  # BrokenPipeError is an OSError
             log.warning("predict helper unreachable (%s)", e)
             self._kill()
             self._lock.release()

@@ -42,7 +42,6 @@ from ..devices import resolve_device
 from . import auth
 from . import protocol as P
 from . import predict_helper
-from .predict_helper import PredictHelper
 from .protocol import Code, Limits, ProtocolError
 from .styles import Styles, model_roots
 
@@ -130,9 +129,8 @@ class Server:
         use_helper = self.config.predict_helper
         if use_helper is None:
             use_helper = _cores() >= 2
-        self._helper: PredictHelper | None = (
-            PredictHelper() if use_helper and predict_helper.supported() and not self.device.startswith("cuda")
-            else None)
+        use_helper = use_helper and predict_helper.supported() and not self.device.startswith("cuda")
+        self._helper = predict_helper.PredictHelper() if use_helper else None
         self._predict_clients: dict[bytes, float] = {}  # client identity -> last predict time
         self._clients_lock = threading.Lock()
         self.endpoint: str | None = None
@@ -592,7 +590,6 @@ class Server:
                                  for seq, probs, seed in mine])
                 replies.append((job, [head]))
         return replies
-
 
     def _predict_rows(self, policy, proxies: np.ndarray, seeds: list[int], dropout: list[bool]) -> list[tuple]:
         """``(sequence dict, probabilities, seed)`` per row; the helper process takes the second half of 2+ rows

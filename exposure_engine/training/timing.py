@@ -16,6 +16,8 @@ import statistics
 import sys
 import time
 
+from ..devices import DEVICE_CHOICES
+
 
 def measure(recipe_name: str, iterations: int = 6, threads: int | None = None, device: str = "cpu") -> dict:
     import torch
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", action="append", help="recipe name or .json (repeatable; default cpu-fast)")
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--threads", type=int)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="auto (default): a CUDA GPU when torch sees one, else the CPU")
     a = p.parse_args(argv)
     import json
