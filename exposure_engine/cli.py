@@ -27,6 +27,17 @@ class CLIError(Exception):
         self.code = code
 
 
+def device_arg(requested: str | None) -> str:
+    """:func:`exposure_engine.devices.resolve_device` for a command's ``--device``: an impossible choice (``cuda``
+    without a GPU) is a CLIError, one line and exit code 2."""
+    from .devices import resolve_device
+
+    try:
+        return resolve_device(requested)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 

@@ -76,15 +76,39 @@ def test_predict_returns_valid_sequences_with_per_step_probabilities(client):
 
 
 def test_predict_equals_the_policy_run_in_process_on_the_same_proxy(daemon, client):
-    img = make_image(300, 400)  # larger than PROXY_SIDE: the client sends a 256 px linear proxy
+    img = make_image(300, 400)  # larger than PROXY_SIDE: the client sends the 64 px state of a 256 px proxy
     [remote] = client.predict(img, seed=11)
     from exposure_engine.daemon.client import predict_proxy
+    from exposure_engine.imageio.proxy import STATE_SIZE, make_proxy
 
     proxy, enc = predict_proxy(img)
-    assert proxy.shape == (P.PROXY_SIDE, P.PROXY_SIDE, 3) and enc == "linear"
+    assert proxy.shape == (STATE_SIZE, STATE_SIZE, 3) and enc == "linear"
     _, policy = daemon.styles.get("default")
     [local] = policy.predict(proxy, seed=11)
     assert sequences_close(remote.sequence, local.sequence)
+    # ... and it is what the policy makes of the 256 px proxy a plug-in sends: bit for bit the same state.
+    [plugin] = policy.predict(make_proxy(P.to_linear(img, "srgb"), P.PROXY_SIDE), seed=11)
+    assert plugin.sequence.to_dict() == local.sequence.to_dict()
+
+
+def test_predict_proxy_sends_the_policy_state_the_daemon_would_compute(client):
+    from exposure_engine.daemon.client import predict_proxy
+    from exposure_engine.imageio.proxy import STATE_SIZE, make_proxy, resize_proxy
+
+    for img in (make_image(300, 400), make_image(100, 150), make_image(256, 256)):
+        linear = P.to_linear(img, "srgb")
+        sent = linear if max(img.shape[:2]) <= P.PROXY_SIDE else make_proxy(linear, P.PROXY_SIDE)
+        proxy, enc = predict_proxy(img)
+        assert enc == "linear"
+        np.testing.assert_array_equal(proxy, resize_proxy(sent, STATE_SIZE))  # the daemon's own reduction
+    small = make_image(48, 64)
+    assert predict_proxy(small)[0] is small  # at most 64 px: sent as it is (uint8, sRGB)
+    bad = np.full((300, 300, 3), np.nan, np.float32)
+    proxy, enc = predict_proxy(bad)
+    assert proxy.shape == (P.PROXY_SIDE, P.PROXY_SIDE, 3)  # unreduced, for the daemon's bad_image error
+    with pytest.raises(DaemonError) as e:
+        client.predict(bad)
+    assert e.value.code == Code.BAD_IMAGE
 
 
 def test_without_seed_or_variants_the_reply_is_the_mean_edit_of_the_in_process_policy(daemon, client):

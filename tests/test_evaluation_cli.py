@@ -107,7 +107,8 @@ def test_bench_quality_plumbing_with_an_untrained_policy(photo_dir, tmp_path):
     assert r["styles"]["punchy"]["expressible"] and not r["styles"]["teal_orange"]["expressible"]
     for name, res in r["styles"].items():
         methods = res["methods"]
-        assert list(methods) == ["identity", "gimp_auto", "histogram_match", "libraw_like", "agent", "ceiling"]
+        assert list(methods) == ["identity", "gimp_auto", "histogram_match", "libraw_like", "agent",
+                                 "exposure_oracle", "ceiling"]
         for m, v in methods.items():
             h = v["histogram"]
             assert all(0.0 <= h[k] <= 100.0 for k in ("luminance", "contrast", "saturation", "mean")), (name, m)
@@ -159,6 +160,49 @@ def test_the_ceiling_is_perfect_when_test_and_target_photos_coincide(tmp_path):
     res = BM.run_style(S.get("faded_matte"), [], photos, photos, cfg, None, log=lambda s: None)
     assert res["methods"]["ceiling"]["histogram"]["mean"] == pytest.approx(100.0)
     assert "agent" not in res["methods"]
+
+
+def test_exposure_oracle_finds_the_gain_that_undoes_a_constant_exposure():
+    # Every input 1.5 stops darker, photos of different brightness: only "+1.5 stops for every photo" (b = 0)
+    # restores them all, and the oracle's render is then the style's own render.
+    style = S.get("punchy")
+    cleans = [photo(i) * s for i, s in enumerate((0.3, 0.6, 1.0, 0.45))]
+    lums = [BM.mean_luminance(c * 2.0 ** -1.5) for c in cleans]
+    rule = BM.fit_exposure_rule(style, cleans, [-1.5] * 4, lums)
+    assert rule == (1.5, 0.0)
+    for c, lum in zip(cleans, lums):
+        np.testing.assert_allclose(BM.exposure_oracle(style, c, -1.5, lum, rule), style.apply(c), atol=1e-5)
+
+
+def test_exposure_oracle_normalises_brightness_when_the_photos_are_equally_bright():
+    # Equally bright photos darkened by different amounts: full normalisation (b = -1) to their brightness is exact.
+    style = S.get("noir")
+    base = photo(2)
+    target_lum = BM.mean_luminance(base)
+    cleans = [base, base[::-1], base[:, ::-1], base[::-1, ::-1]]  # different pictures, the same mean luminance
+    evs = [-0.5, -1.0, -2.0, -2.5]
+    lums = [BM.mean_luminance(c * np.float32(2.0 ** ev)) for c, ev in zip(cleans, evs)]
+    a, b = BM.fit_exposure_rule(style, cleans, evs, lums)
+    assert b == -1.0 and a == pytest.approx(np.log2(target_lum), abs=0.051)
+
+
+def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path):
+    # The per-image study must score the same test inputs with the same rule as bench quality: its means are the
+    # bench's agent and exposure-oracle PSNRs (a random policy, saved, is the bench's "random" trainer).
+    from exposure_engine.agent.policy import Policy
+    from exposure_engine.evaluation import oracle
+
+    out = tmp_path / "bench"
+    assert main(["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(out), "--test", "3", "--size",
+                 "96", "--styles", "punchy", "--trainer", "random", "--minutes", "0"]) == 0
+    bench = json.loads((out / "results.json").read_text())["styles"]["punchy"]["methods"]
+    Policy.random(seed=0).save(tmp_path / "random")
+    res = oracle.study(photo_dir, "punchy", str(tmp_path / "random"), n_test=3, size=96, seed=0)
+    assert [r["photo"] for r in res["rows"]] == json.loads((out / "results.json").read_text())["split"]["holdout_inputs"]
+    assert res["rule"] == bench["exposure_oracle"]["rule"]
+    assert res["summary"]["oracle_psnr"] == pytest.approx(bench["exposure_oracle"]["paired"]["psnr"], abs=1e-6)
+    assert res["summary"]["agent_psnr"] == pytest.approx(bench["agent"]["paired"]["psnr"], abs=1e-6)
+    assert all(math.isfinite(r["agent_brightness_error"]) for r in res["rows"])
 
 
 def test_bench_quality_refuses_too_few_photos_and_unknown_styles(tmp_path, capsys):

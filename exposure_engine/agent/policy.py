@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import filters as F
+from ..imageio.proxy import STATE_SIZE, resize_proxy  # noqa: F401  (defined beside make_proxy; re-exported)
 from ..sequence import EditSequence, Step
 from ..renderer import step_batch
 from .fused import FusedTrunks, pooled_input
@@ -37,7 +38,6 @@ from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_va
 MODEL_FORMAT = "exposure-engine-model"
 MODEL_VERSION = 1
 WEIGHTS_FILE = "policy.pt"
-STATE_SIZE = 64  # the side of the proxy states (the networks area-reduce them to arch.proxy themselves)
 CONFIG_FILE = "config.json"
 
 
@@ -72,35 +72,12 @@ def _state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def resize_proxy(image: np.ndarray, size: int) -> np.ndarray:
-    """``(h, w, 3)`` linear float image -> ``(size, size, 3)`` float32 by area averaging (INTER_AREA).
-
-    Raises ValueError naming the problem for a wrong shape, an integer image or non-finite pixels."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"proxy must be an (h, w, 3) array, got {getattr(image, 'shape', type(image).__name__)}")
-    if image.dtype.kind != "f":
-        raise ValueError(f"proxy must hold linear float pixels, got {image.dtype} (decode with exposure_engine.imageio)")
-    if min(image.shape[:2]) < 1:
-        raise ValueError(f"proxy is empty: {image.shape}")
-    x = np.asarray(image, np.float32)
-    if x.shape[:2] == (size, size):
-        small = np.ascontiguousarray(x)
-    else:
-        import cv2
-
-        small = cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA)
-    # Checked on the small result when it is a reduction (every input pixel then weighs in an area average, so an
-    # inf or NaN poisons it; 16x fewer values for the daemon's 256 px proxies), with the exact reason from the
-    # input when it fails.
-    if not np.isfinite(small if min(x.shape[:2]) >= size else x).all():
-        if not np.isfinite(x).all():
-            raise ValueError("proxy has NaN or infinite pixels")
-        raise ValueError("proxy pixel values are too large (their average overflows float32)")
-    return small
-
-
 class Policy:
-    """Inference wrapper around the actor, with its configuration (arch, recipe) and identity."""
+    """Inference wrapper around the actor, with its configuration (arch, recipe) and identity.
+
+    The Policy takes the actor over: it switches it to eval mode and moves it to ``device`` in place. A caller
+    that goes on training the same module (the training loop's monitor) passes a copy, or restores ``.train()``.
+    """
 
     def __init__(self, actor: Actor, *, name: str = "untrained", config: dict | None = None,
                  content_hash: str | None = None, device: str | torch.device = "cpu"):

@@ -11,8 +11,9 @@ def register(sub) -> None:
         "quality", help="agent vs baselines vs ceiling on hidden artist styles (histogram intersection, PSNR, dE)",
         description="Split a photo folder into RAW-like inputs and a disjoint target half, apply each hidden style "
                     "to the targets, train (or load) a policy per style and score it with every baseline and the "
-                    "style's own renders (the ceiling). Writes results.json, results.md and a contact sheet per "
-                    "style under --out.")
+                    "style's own renders (the ceiling), and with the exposure oracle (the style's own render, "
+                    "exposed by the best rule from the input's brightness: the paired scores within reach). "
+                    "Writes results.json, results.md and a contact sheet per style under --out.")
     p.add_argument("--photos-dir", required=True, metavar="DIR", help="folder of finished photos (JPEG/PNG/TIFF)")
     p.add_argument("--out", required=True, metavar="DIR", help="where results and contact sheets go")
     p.add_argument("--photos", type=int, metavar="N", help="use only the first N photos (sorted by name)")
@@ -37,7 +38,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..cli import CLIError
+    from ..cli import CLIError, device_arg
     from ..evaluation import styles as S
     from ..evaluation.benchmark import BenchConfig
     from ..evaluation.benchmark import run as run_bench
@@ -49,12 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--styles: unknown style(s) {', '.join(unknown)}; known: {', '.join(S.STYLES)}")
     if args.size < 64:
         raise CLIError(f"--size must be at least 64 px (the metric's 64x64 patches), got {args.size}")
-    from ..devices import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    device = device_arg(args.device)
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
                       n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer,
                       device=device, resume=args.resume)

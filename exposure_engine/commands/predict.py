@@ -56,7 +56,7 @@ def variant_path(path: Path, i: int, n: int) -> Path:
 
 def predict_sequences(args: argparse.Namespace) -> list:
     """The predicted :class:`EditSequence` list for ``args`` (in-process or via the daemon). Raises CLIError."""
-    from ..cli import CLIError
+    from ..cli import CLIError, device_arg
     from ..daemon.protocol import DEFAULT_URL, PROXY_SIDE
     from ..imageio import ImageReadError, load_proxy
 
@@ -82,12 +82,7 @@ def predict_sequences(args: argparse.Namespace) -> list:
 
     from ..daemon.protocol import ProtocolError
     from ..daemon.styles import Styles, model_roots
-    from ..devices import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    device = device_arg(args.device)
     policies = {}
     if args.untrained:
         from ..agent.policy import Policy

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from ..cli import CLIError
+    from ..cli import CLIError, device_arg
     from ..daemon import auth
 
     if args.gen_keys:
@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon.protocol import Limits
     from ..daemon.server import Server, ServerConfig, ServerError, check_bind
     from ..daemon.styles import Styles, model_roots
-    from ..devices import resolve_device
 
     if args.max_frame_mb <= 0 or args.render_workers < 1 or args.predict_workers < 1:
         raise CLIError("--max-frame-mb, --render-workers and --predict-workers must be positive")
@@ -91,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
                           torch_threads=args.torch_threads, drain_timeout=args.drain_timeout)
     try:
         check_bind(config)  # before torch is imported: a refused bind answers at once
-        device = resolve_device(args.device)
-    except (ServerError, ValueError) as e:
+    except ServerError as e:
         raise CLIError(str(e)) from None
+    device = device_arg(args.device)
     policies = {}
     if args.untrained:
         from ..agent.policy import Policy

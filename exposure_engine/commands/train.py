@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     # With more busy threads than cores, OpenMP's spin-waiting made a 2-thread step ~10x slower than a 1-thread
     # one on the shared CI machine; passive waiting removes that (must be set before torch is imported).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from ..cli import CLIError
+    from ..cli import CLIError, device_arg
     from ..training import data as D
     from ..training import recipes
 
@@ -82,12 +82,7 @@ def run(args: argparse.Namespace) -> int:
         extra["unprocess_ranges"] = UnprocessRanges().to_dict()
     if args.iterations is not None and args.iterations < 1:
         raise CLIError("--iterations must be >= 1")
-    from ..devices import resolve_device
-
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    device = device_arg(args.device)
 
     from ..training.loop import TrainConfig, train
 

@@ -86,15 +86,25 @@ def wire_image(image: np.ndarray, encoding: str | None = None) -> tuple[np.ndarr
     return image, enc
 
 
-def predict_proxy(image: np.ndarray, encoding: str | None = None, side: int = P.PROXY_SIDE) -> tuple[np.ndarray, str]:
-    """What :meth:`Client.predict` sends: images larger than ``side`` become a ``(side, side, 3)`` float32 linear
-    area average (the whole frame, aspect not kept, as the policy's own proxy); smaller ones go as they are."""
-    image, enc = wire_image(image, encoding)
-    if max(image.shape[:2]) <= side:
-        return image, enc
-    from ..imageio.proxy import make_proxy
+def predict_proxy(image: np.ndarray, encoding: str | None = None) -> tuple[np.ndarray, str]:
+    """What :meth:`Client.predict` sends: the policy's own ``(64, 64, 3)`` float32 linear state, computed here
+    exactly as the daemon computes it from a :data:`~.protocol.PROXY_SIDE` proxy (images larger than that are
+    first area-averaged to a ``(256, 256)`` proxy of the whole frame, aspect not kept, then to 64x64; smaller
+    ones go straight to 64x64), so the reply is the same as for the 256 px proxy, for 1/16 of the bytes and none
+    of the daemon's reduction work (docs/protocol.md). Images of at most 64 px go as they are; one with
+    non-finite pixels goes unreduced (at most 256 px), for the daemon's ``bad_image`` error."""
+    from ..imageio.proxy import STATE_SIZE, make_proxy, resize_proxy
 
-    return make_proxy(P.to_linear(image, enc, copy=False), side), "linear"
+    image, enc = wire_image(image, encoding)
+    if max(image.shape[:2]) <= STATE_SIZE:
+        return image, enc
+    linear = P.to_linear(image, enc, copy=False, check_finite=False)
+    if max(linear.shape[:2]) > P.PROXY_SIDE:
+        linear = make_proxy(linear, P.PROXY_SIDE)
+    try:
+        return resize_proxy(linear, STATE_SIZE), "linear"
+    except ValueError:
+        return linear, "linear"
 
 
 def sequence_from_reply(doc: dict):

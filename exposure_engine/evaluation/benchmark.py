@@ -15,7 +15,10 @@ For one photo folder and each style of :mod:`.styles`:
 5. every method's renders of the test inputs are scored against the target set (histogram intersection, the
    paper's metric) and against the ground truth (paired PSNR / dE). The *ceiling* is the ground truth itself
    scored against the target set: what a perfect imitation of the style would get, given that test and target
-   photos show different scenes.
+   photos show different scenes. The *exposure oracle* is the style applied perfectly to the clean photo except
+   for its exposure, which it sets from the RAW-like input's mean luminance with the best such rule for the
+   training inputs: what a perfect imitation of the style can reach in paired PSNR / dE when, like any method
+   trained on unpaired data, it has only the input's brightness to undo the random exposure with.
 """
 from __future__ import annotations
 
@@ -229,6 +232,51 @@ def agent_renders(policy, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The exposure oracle
+
+ORACLE_FIT_SIZE = 128  # long edge of the images the rule is fitted on (the choice of rule, not its scores)
+ORACLE_SLOPES = (-1.0, -0.75, -0.5, -0.25, 0.0)  # b: 0 = one gain for every photo, -1 = every output as bright
+
+
+def mean_luminance(linear: np.ndarray) -> float:
+    """Mean of the paper's luminance (``filters.LUM_*``) of a linear image, floored at 1e-6 (a black input)."""
+    from ..filters import LUM_B, LUM_G, LUM_R
+
+    x = np.asarray(linear, np.float32)
+    return max(float((LUM_R * x[..., 0] + LUM_G * x[..., 1] + LUM_B * x[..., 2]).mean()), 1e-6)
+
+
+def exposure_oracle(style: S.Style, clean: np.ndarray, ev: float, input_lum: float, rule: tuple[float, float]
+                    ) -> np.ndarray:
+    """The style applied to the clean linear photo, exposed by ``rule = (a, b)``: the input (made ``ev`` stops
+    darker than ``clean``) gets ``a + b log2(input_lum)`` stops, so the output is off by ``ev + a + b
+    log2(input_lum)`` stops and by nothing else."""
+    a, b = rule
+    return style.apply(clean * np.float32(2.0 ** (ev + a + b * np.log2(input_lum))))
+
+
+def fit_exposure_rule(style: S.Style, cleans: Sequence[np.ndarray], evs: Sequence[float],
+                      input_lums: Sequence[float]) -> tuple[float, float]:
+    """The rule ``(a, b)`` (gain in stops = ``a + b log2(mean input luminance)``) whose :func:`exposure_oracle`
+    renders have the best mean PSNR against ``style(clean)`` over these photos: ``b`` from
+    :data:`ORACLE_SLOPES`, ``a`` on a 0.5-stop grid in [-4, 4] refined to 0.1. Fitted on copies reduced to
+    :data:`ORACLE_FIT_SIZE` px (PSNR capped at 100 dB so that an exact rule does not make the mean infinite)."""
+    small = [_shrink(c, ORACLE_FIT_SIZE) for c in cleans]
+    truths = [style.apply(c) for c in small]
+
+    def mean_psnr(rule: tuple[float, float]) -> float:
+        return float(np.mean([min(M.psnr(exposure_oracle(style, c, ev, lum, rule), t), 100.0)
+                              for c, t, ev, lum in zip(small, truths, evs, input_lums)]))
+
+    best = max(((mean_psnr((a, b)), a, b) for b in ORACLE_SLOPES for a in np.arange(-4.0, 4.01, 0.5)),
+               key=lambda r: r[0])
+    _, a0, b = best
+    best = max([best] + [(mean_psnr((a0 + d, b)), a0 + d, b) for d in np.arange(-0.4, 0.41, 0.1) if abs(d) > 1e-9],
+               key=lambda r: r[0])
+    return round(float(best[1]), 2), float(best[2])
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The benchmark
 
 
@@ -252,7 +300,8 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     t0 = time.perf_counter()
     targets = [style.apply(clean_linear(p.display)) for p in target_photos]
     truths = [style.apply(clean_linear(p.display)) for p in test_photos]
-    test_inputs = [raw_like(p.display, cfg.seed, 1_000_000 + i)[0] for i, p in enumerate(test_photos)]
+    test_raw = [raw_like(p.display, cfg.seed, 1_000_000 + i) for i, p in enumerate(test_photos)]
+    test_inputs = [x for x, _ in test_raw]
     target_stats = M.set_statistics(targets, cfg.seed)
     log(f"[{style.name}] {len(targets)} targets, {len(test_inputs)} test inputs ({time.perf_counter() - t0:.1f} s)")
 
@@ -261,9 +310,20 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
         fn = spec.make(targets)
         renders[name] = [fn(x) for x in test_inputs]
 
+    # The exposure oracle's rule is fitted on the training inputs (the same draws a trainer gets), never on the test.
+    train_raw = [raw_like(p.display, cfg.seed, i) for i, p in enumerate(train_photos)]
+    train_inputs = [x for x, _ in train_raw]
+    rule = oracle = None
+    if train_raw:
+        rule = fit_exposure_rule(style, [clean_linear(p.display) for p in train_photos],
+                                 [a["ev"] for _, a in train_raw], [mean_luminance(x) for x in train_inputs])
+        oracle = [exposure_oracle(style, clean_linear(p.display), amounts["ev"], mean_luminance(x), rule)
+                  for p, (x, amounts) in zip(test_photos, test_raw)]
+        log(f"[{style.name}] exposure oracle: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean luminance) stops "
+            f"({time.perf_counter() - t0:.1f} s)")
+
     training = None
     if trainer is not None:
-        train_inputs = [raw_like(p.display, cfg.seed, i)[0] for i, p in enumerate(train_photos)]
         job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
                           out / "model", cfg.minutes, cfg.seed, cfg.device, cfg.resume)
         t1 = time.perf_counter()
@@ -277,6 +337,8 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
             (seq_dir / f"{p.stem}.json").write_text(json.dumps(seq, indent=2) + "\n")
 
     methods = {name: score(imgs, target_stats, truths, cfg.seed) for name, imgs in renders.items()}
+    if oracle is not None:
+        methods["exposure_oracle"] = {**score(oracle, target_stats, truths, cfg.seed), "rule": list(rule)}
     # The ceiling's paired scores are trivially perfect (it *is* the ground truth): only its histogram counts.
     methods["ceiling"] = {**score(truths, target_stats, None, cfg.seed), "paired": None}
 
@@ -333,10 +395,15 @@ def results_markdown(results: dict) -> str:
              f"Photos: {cfg['photos_dir']} ({split_sizes}); long edge {cfg['size']} px; seed {cfg['seed']}; "
              f"trainer {cfg['trainer']}, {cfg['minutes']} min per style.",
              "Histogram intersection against the style's target set (higher is better, the ceiling is the style's "
-             "own renders of the test photos); PSNR / dE76 against those renders (paired).", ""]
+             "own renders of the test photos); PSNR / dE76 against those renders (paired). exposure_oracle: the "
+             "style's own render with the exposure set from the input's mean luminance (the best such rule on the "
+             "training inputs), a reference for the paired scores a method that must infer exposure can reach.", ""]
     for name, r in results["styles"].items():
         kind = "expressible by the 8 filters" if r["expressible"] else "not exactly expressible by the 8 filters"
         lines += [f"## {r['title']} ({name}: {kind})", "", r["description"], "", R.markdown_table(r["methods"]), ""]
+        rule = r["methods"].get("exposure_oracle", {}).get("rule")
+        if rule:
+            lines += [f"Exposure oracle's rule: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean input luminance) stops.", ""]
         if r["training"]:
             lines += [f"Training: {r['training']}", ""]
         lines += [f"Contact sheet: {r['contact_sheet']}", ""]

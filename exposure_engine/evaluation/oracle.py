@@ -1,0 +1,100 @@
+"""Where an agent's paired error comes from: brightness, colour or tone, measured against the exposure oracle.
+
+``bench quality`` reports the exposure oracle (:func:`.benchmark.exposure_oracle`: the style's own render with
+the exposure guessed from the input's brightness) beside the agent. This study takes one style and one model on
+the bench's own split and test inputs and says, per test photo, how far the agent's and the oracle's brightness
+are from the ground truth, and how much the oracle loses when the input's random colour (the unprocessing's
+white-balance cast and desaturation) is left as it is::
+
+    python -m exposure_engine.evaluation.oracle --photos-dir /work/shared/photos --style noir \\
+        --model RUN/noir/model [--test 20 --size 384 --seed 0]
+
+Brightness error of an output: ``log2`` of its mean linear luminance over the ground truth's (0 = as bright).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from . import benchmark as BM
+from . import metrics as M
+from . import styles as S
+
+
+def _brightness_error(display: np.ndarray, truth: np.ndarray) -> float:
+    from ..training.unprocess import srgb_to_linear
+
+    return float(np.log2(BM.mean_luminance(srgb_to_linear(display)) / BM.mean_luminance(srgb_to_linear(truth))))
+
+
+def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
+    from ..agent.policy import Policy
+    from ..renderer import render
+    from ..training.unprocess import UnprocessParams, unprocess
+    from .images import list_images
+
+    style = S.get(style_name)
+    parts = BM.split(list_images(photos_dir, "photos"), seed, n_test)
+    train = BM.load_photos(parts["train_inputs"], size)[0]
+    test = BM.load_photos(parts["holdout_inputs"], size)[0]
+    # The bench's rule: fitted on the training inputs' draws (run_style does exactly this).
+    train_raw = [BM.raw_like(p.display, seed, i) for i, p in enumerate(train)]
+    rule = BM.fit_exposure_rule(style, [BM.clean_linear(p.display) for p in train], [a["ev"] for _, a in train_raw],
+                                [BM.mean_luminance(x) for x, _ in train_raw])
+    policy = Policy.load(model)
+    rows = []
+    for i, p in enumerate(test):
+        x, amounts = BM.raw_like(p.display, seed, 1_000_000 + i)  # the bench's test input
+        truth = style.apply(BM.clean_linear(p.display))
+        lum = BM.mean_luminance(x)
+        pred = policy.predict(x)[0]
+        agent = render(x, pred.sequence)
+        oracle = BM.exposure_oracle(style, BM.clean_linear(p.display), amounts["ev"], lum, rule)
+
+        def colour_left(saturation: float, gains) -> float:
+            # The oracle on the photo with (some of) the input's colour kept: exposure and tone as the oracle's.
+            photo = unprocess(p.display, UnprocessParams(ev=0.0, saturation=saturation, gains=tuple(gains)))
+            return M.psnr(BM.exposure_oracle(style, photo, amounts["ev"], lum, rule), truth)
+
+        rows.append({"photo": p.stem, "agent_psnr": M.psnr(agent, truth), "oracle_psnr": M.psnr(oracle, truth),
+                     "agent_brightness_error": _brightness_error(agent, truth),
+                     "oracle_brightness_error": _brightness_error(oracle, truth),
+                     "oracle_colour_left_psnr": colour_left(amounts["saturation"], amounts["gains"]),
+                     "oracle_cast_left_psnr": colour_left(1.0, amounts["gains"]),
+                     "oracle_desaturation_left_psnr": colour_left(amounts["saturation"], (1.0, 1.0, 1.0)),
+                     "steps": pred.sequence.labels()})
+    keys = [k for k in rows[0] if k.endswith("_psnr")]
+    summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
+    for k in ("agent_brightness_error", "oracle_brightness_error"):
+        summary[f"mean_abs_{k}"] = float(np.mean([abs(r[k]) for r in rows]))
+    return {"style": style_name, "model": model, "rule": list(rule), "rows": rows, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m exposure_engine.evaluation.oracle", description=__doc__.split("\n")[0])
+    ap.add_argument("--photos-dir", required=True, type=Path)
+    ap.add_argument("--style", required=True, choices=list(S.STYLES))
+    ap.add_argument("--model", required=True, help="model folder")
+    ap.add_argument("--test", type=int, default=20)
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    res = study(a.photos_dir, a.style, a.model, n_test=a.test, size=a.size, seed=a.seed)
+    print(f"{a.style}, {a.model}; exposure rule {res['rule'][0]:+.2f} {res['rule'][1]:+.2f} log2(mean luminance)")
+    print(f"{'photo':20s} {'agent dB':>8s} {'oracle dB':>9s} {'agent EV':>8s} {'oracle EV':>9s}  agent's steps")
+    for r in res["rows"]:
+        print(f"{r['photo']:20s} {r['agent_psnr']:8.2f} {r['oracle_psnr']:9.2f} {r['agent_brightness_error']:+8.2f} "
+              f"{r['oracle_brightness_error']:+9.2f}  {' | '.join(r['steps'])[:100]}")
+    s = res["summary"]
+    print(f"mean PSNR: agent {s['agent_psnr']:.2f} dB, oracle {s['oracle_psnr']:.2f} dB (per image capped at 100); "
+          f"oracle with the input's colour left {s['oracle_colour_left_psnr']:.2f} dB (cast only "
+          f"{s['oracle_cast_left_psnr']:.2f}, desaturation only {s['oracle_desaturation_left_psnr']:.2f})")
+    print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
+          f"{s['mean_abs_oracle_brightness_error']:.2f} EV")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
