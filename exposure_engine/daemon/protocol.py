@@ -81,7 +81,7 @@ class Limits:
     max_frame_bytes: int = 1 << 30
     max_header_bytes: int = 64 * 1024
     max_frames: int = 4                    # header + payloads; no request kind needs more than 2
-    max_predict_pixels: int = 4096 * 4096  # the client sends a PROXY_SIDE proxy; this is generous on purpose
+    max_predict_pixels: int = 4096 * 4096  # clients send 64 px states or PROXY_SIDE proxies; generous on purpose
     max_render_pixels: int = 400_000_000
     max_variants: int = 16
 
