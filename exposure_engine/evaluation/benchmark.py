@@ -127,6 +127,16 @@ def raw_like(display: np.ndarray, seed: int, index: int) -> tuple[np.ndarray, di
     return unprocess(display, params), params.to_dict()
 
 
+TEST_DRAWS = 1_000_000  # test input i is drawn from (seed, TEST_DRAWS + i), training input i from (seed, i)
+
+
+def draws(photos: Sequence[Photo], seed: int, *, test: bool) -> list[tuple[np.ndarray, dict]]:
+    """The bench's RAW-like inputs of ``photos`` and their amounts (:func:`raw_like`), the test or the training
+    draws: the one numbering the bench, the trainers and the oracle study share."""
+    first = TEST_DRAWS if test else 0
+    return [raw_like(p.display, seed, first + i) for i, p in enumerate(photos)]
+
+
 def split(paths: Sequence[Path], seed: int, n_test: int) -> dict[str, list[Path]]:
     """Seeded split into train inputs, held-out test inputs and a disjoint target half (the training code's split,
     so a model trained by ``exposure-engine train`` with the same seed never saw the test inputs)."""
@@ -255,6 +265,13 @@ def exposure_oracle(style: S.Style, clean: np.ndarray, ev: float, input_lum: flo
     return style.apply(clean * np.float32(2.0 ** (ev + a + b * np.log2(input_lum))))
 
 
+def exposure_rule_for(style: S.Style, train_photos: Sequence[Photo], train_draws: Sequence[tuple[np.ndarray, dict]]
+                      ) -> tuple[float, float]:
+    """:func:`fit_exposure_rule` on the training photos and their RAW-like draws (:func:`draws`)."""
+    return fit_exposure_rule(style, [clean_linear(p.display) for p in train_photos], [a["ev"] for _, a in train_draws],
+                             [mean_luminance(x) for x, _ in train_draws])
+
+
 def fit_exposure_rule(style: S.Style, cleans: Sequence[np.ndarray], evs: Sequence[float],
                       input_lums: Sequence[float]) -> tuple[float, float]:
     """The rule ``(a, b)`` (gain in stops = ``a + b log2(mean input luminance)``) whose :func:`exposure_oracle`
@@ -299,8 +316,9 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     targets = [style.apply(clean_linear(p.display)) for p in target_photos]
-    truths = [style.apply(clean_linear(p.display)) for p in test_photos]
-    test_raw = [raw_like(p.display, cfg.seed, 1_000_000 + i) for i, p in enumerate(test_photos)]
+    test_clean = [clean_linear(p.display) for p in test_photos]
+    truths = [style.apply(c) for c in test_clean]
+    test_raw = draws(test_photos, cfg.seed, test=True)
     test_inputs = [x for x, _ in test_raw]
     target_stats = M.set_statistics(targets, cfg.seed)
     log(f"[{style.name}] {len(targets)} targets, {len(test_inputs)} test inputs ({time.perf_counter() - t0:.1f} s)")
@@ -311,14 +329,13 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
         renders[name] = [fn(x) for x in test_inputs]
 
     # The exposure oracle's rule is fitted on the training inputs (the same draws a trainer gets), never on the test.
-    train_raw = [raw_like(p.display, cfg.seed, i) for i, p in enumerate(train_photos)]
+    train_raw = draws(train_photos, cfg.seed, test=False)
     train_inputs = [x for x, _ in train_raw]
     rule = oracle = None
     if train_raw:
-        rule = fit_exposure_rule(style, [clean_linear(p.display) for p in train_photos],
-                                 [a["ev"] for _, a in train_raw], [mean_luminance(x) for x in train_inputs])
-        oracle = [exposure_oracle(style, clean_linear(p.display), amounts["ev"], mean_luminance(x), rule)
-                  for p, (x, amounts) in zip(test_photos, test_raw)]
+        rule = exposure_rule_for(style, train_photos, train_raw)
+        oracle = [exposure_oracle(style, c, amounts["ev"], mean_luminance(x), rule)
+                  for c, (x, amounts) in zip(test_clean, test_raw)]
         log(f"[{style.name}] exposure oracle: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean luminance) stops "
             f"({time.perf_counter() - t0:.1f} s)")
 

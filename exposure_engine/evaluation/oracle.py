@@ -39,19 +39,17 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
     parts = BM.split(list_images(photos_dir, "photos"), seed, n_test)
     train = BM.load_photos(parts["train_inputs"], size)[0]
     test = BM.load_photos(parts["holdout_inputs"], size)[0]
-    # The bench's rule: fitted on the training inputs' draws (run_style does exactly this).
-    train_raw = [BM.raw_like(p.display, seed, i) for i, p in enumerate(train)]
-    rule = BM.fit_exposure_rule(style, [BM.clean_linear(p.display) for p in train], [a["ev"] for _, a in train_raw],
-                                [BM.mean_luminance(x) for x, _ in train_raw])
+    # The bench's rule and test inputs: the same draws and fit as run_style.
+    rule = BM.exposure_rule_for(style, train, BM.draws(train, seed, test=False))
     policy = Policy.load(model)
     rows = []
-    for i, p in enumerate(test):
-        x, amounts = BM.raw_like(p.display, seed, 1_000_000 + i)  # the bench's test input
-        truth = style.apply(BM.clean_linear(p.display))
+    for p, (x, amounts) in zip(test, BM.draws(test, seed, test=True)):
+        clean = BM.clean_linear(p.display)
+        truth = style.apply(clean)
         lum = BM.mean_luminance(x)
         pred = policy.predict(x)[0]
         agent = render(x, pred.sequence)
-        oracle = BM.exposure_oracle(style, BM.clean_linear(p.display), amounts["ev"], lum, rule)
+        oracle = BM.exposure_oracle(style, clean, amounts["ev"], lum, rule)
 
         def colour_left(saturation: float, gains) -> float:
             # The oracle on the photo with (some of) the input's colour kept: exposure and tone as the oracle's.
