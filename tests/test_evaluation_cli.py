@@ -153,6 +153,48 @@ def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp
     assert res["training"]["trainer"] == "test"
 
 
+def test_validation_pairs_are_training_inputs_beside_the_styles_own_render_of_them(photo_dir, tmp_path):
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["noir"], n_test=2, size=96,
+                         minutes=0.0, seed=4, validate=2)
+    parts = BM.split(sorted(photo_dir.glob("*.png")), cfg.seed, cfg.n_test)
+    loaded = {k: BM.load_photos(v, cfg.size)[0] for k, v in parts.items()}
+    seen = {}
+
+    def trainer(job: BM.TrainingJob):
+        seen["job"] = job
+        from exposure_engine.agent.policy import Policy
+
+        return Policy.random(seed=1), {"trainer": "test"}
+
+    style = S.get("noir")
+    BM.run_style(style, loaded["train_inputs"], loaded["holdout_inputs"], loaded["targets"], cfg, trainer,
+                 log=lambda s: None)
+    pairs = seen["job"].validation
+    from exposure_engine.imageio.proxy import make_proxy
+
+    assert len(pairs) == 2 and pairs.names == [p.stem for p in loaded["train_inputs"][:2]]
+    np.testing.assert_allclose(pairs.inputs[1], make_proxy(seen["job"].inputs[1], 64))  # the trainer's own input
+    truth = style.apply(BM.clean_linear(loaded["train_inputs"][1].display))
+    np.testing.assert_allclose(pairs.references[1], cv2.resize(np.clip(truth, 0, 1), (64, 64),
+                                                               interpolation=cv2.INTER_AREA), atol=1e-6)
+    assert np.ptp(pairs.references[1], axis=-1).max() < 1e-5  # noir's ground truth is grey
+
+
+@pytest.mark.slow  # a tiny training run inside the bench
+def test_bench_with_validation_scores_the_selected_and_the_last_weights(photo_dir, tmp_path):
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"base": "cpu-fast", "widths": [4, 8, 8, 8], "proxy": 16, "head_hidden": 16,
+                                "batch": 4, "critic_steps": 1, "critic_steps_boost": 1, "monitor_every": 2,
+                                "iterations": 4, "threads": 1}))
+    out = tmp_path / "bench"
+    assert main(["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(out), "--test", "2", "--size",
+                 "96", "--styles", "punchy", "--trainer", f"loop:{tiny}", "--minutes", "5", "--validate", "3"]) == 0
+    res = json.loads((out / "results.json").read_text())["styles"]["punchy"]
+    assert {"agent", "agent_last_weights"} <= set(res["methods"])
+    assert res["training"]["selected_iteration"] in (2, 4)
+    assert res["training"]["last_model"].endswith("last")
+
+
 def test_the_ceiling_is_perfect_when_test_and_target_photos_coincide(tmp_path):
     # With the style's own renders of the *same* photos as targets, the ceiling must be exactly 100 %.
     photos = [BM.Photo(f"p{i}", photo(i)) for i in range(3)]

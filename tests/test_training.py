@@ -295,6 +295,119 @@ def test_ema_recipe_saves_the_moving_average_of_the_actor_and_resumes_it(tmp_pat
     assert ck2["iteration"] == 6 and any(not torch.equal(before[k], ck2["ema_actor"][k]) for k in before)
 
 
+# --- model selection by paired validation (train --split-from) ------------------------------------------------
+
+
+def _finished_photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"p{i}.jpg"), np.round(_scene(200 + i)[..., ::-1] * 255).astype(np.uint8))
+    return D.list_images(folder, kinds=("photo",))
+
+
+def test_validation_pairs_are_new_raw_like_draws_of_each_photo_beside_its_finished_original(tmp_path):
+    files = _finished_photos(tmp_path / "ph", 3)
+    (tmp_path / "ph" / "broken.jpg").write_bytes(b"not a jpeg")
+    pairs = D.validation_pairs(D.list_images(tmp_path / "ph", kinds=("photo",)), seed=0)
+    assert pairs.names == [f.name for f in files]  # the broken file is skipped, not fatal
+    assert pairs.inputs.shape == pairs.references.shape == (3, 64, 64, 3)
+    srgb = D.read_photo_srgb(files[1])
+    np.testing.assert_allclose(pairs.references[1], cv2.resize(srgb, (64, 64), interpolation=cv2.INTER_AREA),
+                               atol=1e-6)
+    # RAW-like: darker than the original (exposure -2.5..-0.5 EV below the inverse tone + sRGB curves)
+    assert pairs.inputs.mean() < 0.5 * pairs.references.mean()
+    # a draw of its own: not the input training makes of the same file with the same seed
+    train_input = D.load_input(files[1], unprocess_seed=0)
+    from exposure_engine.imageio.proxy import make_proxy
+    assert not np.allclose(make_proxy(train_input, 64), pairs.inputs[1], atol=1e-3)
+    again = D.validation_pairs(files, seed=0)
+    np.testing.assert_array_equal(again.inputs, pairs.inputs)  # seeded
+    assert not np.array_equal(D.validation_pairs(files, seed=1).inputs, pairs.inputs)
+    with pytest.raises(D.DataError, match="no readable photo"):
+        D.validation_pairs([tmp_path / "ph" / "broken.jpg"], seed=0)
+
+
+def test_validation_psnr_is_the_mean_per_image_psnr_of_the_mean_edits():
+    from exposure_engine.evaluation.metrics import psnr
+    from exposure_engine.training.loop import validation_psnr
+
+    pol = Policy.random(seed=3)
+    rng = np.random.default_rng(0)
+    pairs = D.ValidationPairs(rng.uniform(0, 0.2, (4, 64, 64, 3)).astype(np.float32),
+                              rng.uniform(0, 1, (4, 64, 64, 3)).astype(np.float32), list("abcd"))
+    want = np.mean([psnr(np.clip(pol.predict(pairs.inputs[i])[0].proxies[-1], 0, 1), pairs.references[i])
+                    for i in range(4)])
+    assert validation_psnr(pol, pairs) == pytest.approx(want, abs=1e-3)
+
+
+def test_a_validated_run_saves_the_best_validated_weights_and_keeps_them_across_resume(tmp_path):
+    from dataclasses import replace
+
+    cfg = _tiny_config(tmp_path, "m", 9)
+    cfg.recipe = replace(TINY_RECIPE, ema=0.5)
+    cfg.validation = D.validation_pairs(_finished_photos(tmp_path / "ph", 3), seed=0)
+    cfg.snapshots = True
+    summary = train(cfg)
+    out = tmp_path / "m"
+    monitor = json.loads((out / "history.json").read_text())["monitor"]
+    assert [m["iteration"] for m in monitor] == [3, 6, 9] and all("val_psnr" in m for m in monitor)
+    best = max(monitor, key=lambda m: m["val_psnr"])
+    sel = json.loads((out / "config.json").read_text())["training"]["selection"]
+    assert sel["rule"] == "best validation PSNR" and sel["iteration"] == best["iteration"] == \
+        summary["selected_iteration"]
+    assert sel["val_psnr"] == pytest.approx(best["val_psnr"], abs=1e-3)
+    # what was saved is the snapshot of the selected iteration, bit for bit; every monitor step has a snapshot
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["000003", "000006", "000009"]
+    snap = Policy.load(out / "snapshots" / f"{best['iteration']:06d}")
+    assert Policy.load(out).content_hash == snap.content_hash
+    assert snap.config["metrics"]["monitor"]["val_psnr"] == pytest.approx(best["val_psnr"])
+    assert (out / "report" / "validation_psnr.png").is_file()
+    # the checkpoint keeps the last iterate (to continue training) and the best weights (to keep selecting)
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["best"]["iteration"] == best["iteration"]
+    cfg2 = _tiny_config(tmp_path, "m", 12)
+    cfg2.recipe, cfg2.resume, cfg2.validation = cfg.recipe, True, cfg.validation
+    train(cfg2)
+    monitor2 = json.loads((out / "history.json").read_text())["monitor"]
+    best2 = max(monitor2, key=lambda m: m["val_psnr"])
+    assert [m["iteration"] for m in monitor2] == [3, 6, 9, 12]
+    assert json.loads((out / "config.json").read_text())["training"]["selection"]["iteration"] == best2["iteration"]
+
+
+def test_train_split_from_validates_on_the_input_half_unless_told_not_to(tmp_path):
+    _finished_photos(tmp_path / "ph", 10)
+    recipe = str(tiny_recipe_file(tmp_path / "r.json"))
+    common = ["train", "--split-from", str(tmp_path / "ph"), "--holdout", "1", "--recipe", recipe,
+              "--iterations", "3", "--no-progress"]
+    assert cli_main([*common, "--out", str(tmp_path / "v")]) == 0
+    training = json.loads((tmp_path / "v" / "config.json").read_text())["training"]
+    assert training["selection"]["rule"] == "best validation PSNR"
+    # the validation photos are the training inputs (4 of the 5 input-half photos), never the held-out one
+    assert training["selection"]["n_validation"] == len(training["split"]["train_inputs"]) == 4
+    assert cli_main([*common, "--out", str(tmp_path / "n"), "--no-validation"]) == 0
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["training"]["selection"] == {"rule": "last"}
+
+
+def test_snapshots_are_scored_on_the_held_out_photos_beside_their_validation_psnr(tmp_path):
+    from exposure_engine.training.holdout import evaluate_snapshots
+
+    _finished_photos(tmp_path / "ph", 10)
+    assert cli_main(["train", "--split-from", str(tmp_path / "ph"), "--holdout", "2", "--out", str(tmp_path / "v"),
+                     "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "6", "--snapshots",
+                     "--no-progress"]) == 0
+    rows = evaluate_snapshots(tmp_path / "v", tmp_path / "ph", plot=tmp_path / "curve.png")
+    assert [r["iteration"] for r in rows] == [3, 6]
+    assert all(np.isfinite(r["test_psnr"]) and r["val_psnr"] is not None for r in rows)
+    assert (tmp_path / "curve.png").is_file()
+    # the same held-out inputs as the model card's evaluation: the selected snapshot scores what the model does
+    from exposure_engine.training.holdout import evaluate_holdout
+    chosen = json.loads((tmp_path / "v" / "config.json").read_text())["training"]["selection"]["iteration"]
+    model = evaluate_holdout(tmp_path / "v", tmp_path / "ph")["methods"]["model"]
+    row = next(r for r in rows if r["iteration"] == chosen)
+    assert row["test_psnr"] == pytest.approx(model["psnr"], abs=0.011)
+    assert row["test_delta_e76"] == pytest.approx(model["delta_e76"], abs=0.011)
+
+
 @pytest.mark.slow
 def test_the_same_seed_trains_the_same_model(tmp_path):
     a = train(_tiny_config(tmp_path, "a", 4))

@@ -30,6 +30,12 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="--trainer loop: continue each style's training from OUT/STYLE/model/checkpoint.pt (after a "
                         "kill, or to extend a run stopped by --minutes); the data are made again, identically")
+    p.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="--trainer loop: give the run the first N training inputs with the style's own renders of "
+                        "them, to choose among its weights (best validation PSNR; the last weights are scored "
+                        "too, as agent_last_weights). Default 0: unpaired only")
+    p.add_argument("--snapshots", action="store_true",
+                   help="--trainer loop: keep the weights of every monitor step (OUT/STYLE/model/snapshots/)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="where --trainer loop trains: auto (default) = a CUDA GPU when torch sees one, else the CPU")
     p.set_defaults(func=run)
@@ -51,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 64:
         raise CLIError(f"--size must be at least 64 px (the metric's 64x64 patches), got {args.size}")
     device = device_arg(args.device)
+    if args.validate < 0:
+        raise CLIError(f"--validate must be >= 0, got {args.validate}")
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
                       n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer,
-                      device=device, resume=args.resume)
+                      device=device, resume=args.resume, validate=args.validate, snapshots=args.snapshots)
     try:
         results = run_bench(cfg)
     except EvalInputError as e:

@@ -22,6 +22,11 @@ def register(sub) -> None:
                         "half (unprocessed, minus --holdout photos kept for evaluation) and a target half")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--holdout", type=int, default=20, help="input-half photos kept out of training (--split-from)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="with --split-from: save the last weights instead of those that best reproduce the input "
+                        "half's own finished photos (docs/training.md: model selection)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="also keep the weights of every monitor step as model folders in OUT/snapshots/")
     p.add_argument("--out", type=Path, required=True, help="model folder to write, e.g. models/mystyle")
     p.add_argument("--recipe", default="cpu-fast", help="named configuration: cpu-fast (default) or paper")
     p.add_argument("--unprocess", action="store_true", help="make ordinary input photos RAW-like (Brooks et al.)")
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(e.args[0])) from None
     extra: dict = {}
     unprocess = args.unprocess
+    validation_files: list[Path] = []
     try:
         if args.split_from is not None:
             if args.inputs or args.targets:
@@ -63,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
             split = D.split_photos(files, args.split_seed, args.holdout)
             inputs, targets = split["train_inputs"], split["targets"]
             unprocess = True  # the input half is made of finished photos
+            # Both halves are finished photos of one look, so the input half's own originals are examples of the
+            # style: paired data for choosing among the run's weights (the gradients still see no pair).
+            validation_files = [] if args.no_validation else list(inputs)
             extra["split"] = {"from": str(args.split_from), "seed": args.split_seed,
                               **{k: [f.name for f in v] for k, v in split.items()}}
         else:
@@ -83,13 +92,19 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise CLIError("--iterations must be >= 1")
     device = device_arg(args.device)
+    validation = None
+    if validation_files:
+        try:
+            validation = D.validation_pairs(validation_files, seed=args.seed)
+        except D.DataError as e:
+            raise CLIError(str(e)) from None
 
     from ..training.loop import TrainConfig, train
 
     cfg = TrainConfig(inputs=inputs, targets=targets, out=args.out, recipe=recipe, unprocess=unprocess,
                       minutes=args.minutes, iterations=args.iterations, seed=args.seed, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, name=args.name, progress=not args.no_progress,
-                      device=device, extra=extra)
+                      device=device, extra=extra, validation=validation, snapshots=args.snapshots)
     try:
         summary = train(cfg)
     except D.DataError as e:

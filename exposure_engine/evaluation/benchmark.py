@@ -64,6 +64,10 @@ class TrainingJob:
     seed: int
     device: str = "cpu"  # where a training loop runs its networks (resolved: cpu, cuda, cuda:N)
     resume: bool = False  # a training loop continues from out_dir/checkpoint.pt when there is one
+    # Paired examples (RAW-like proxy, the style's own render) for choosing among a run's weights, never for its
+    # gradients: what a photographer who has finished a few of the inputs by hand could give (None: unpaired only)
+    validation: object | None = None  # exposure_engine.training.data.ValidationPairs
+    snapshots: bool = False  # a training loop keeps every monitored weight set (out_dir/snapshots/)
 
 
 #: A trainer turns a job into a policy (``exposure_engine.agent.policy.Policy``) plus a dict describing the run.
@@ -83,6 +87,8 @@ class BenchConfig:
     trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none" or "model:PATH"
     device: str = "cpu"  # for the "loop" trainers
     resume: bool = False  # "loop" trainers continue a killed or budget-stopped run from its checkpoint
+    validate: int = 0  # the first N training inputs with their ground truth choose the "loop" run's weights
+    snapshots: bool = False  # "loop" trainers keep the weights of every monitor step
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,11 +213,14 @@ def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
                                targets=sorted(job.targets_dir.glob("*.png")), out=job.out_dir,
                                recipe=get_recipe(recipe), unprocess=False, minutes=job.minutes, seed=job.seed,
                                name=f"bench-{job.style}", progress=False, device=job.device, resume=job.resume,
-                               extra={"benchmark": "quality", "style": job.style})
+                               extra={"benchmark": "quality", "style": job.style}, validation=job.validation,
+                               snapshots=job.snapshots)
         summary = loop.train(cfg)
-        keep = {k: summary[k] for k in ("iterations", "stopped_by", "seconds") if k in summary}
-        return Policy.load(job.out_dir), {"trainer": "loop", "recipe": recipe, "minutes": job.minutes,
-                                          "device": job.device, **keep}
+        keep = {k: summary[k] for k in ("iterations", "stopped_by", "seconds", "selected_iteration") if k in summary}
+        info = {"trainer": "loop", "recipe": recipe, "minutes": job.minutes, "device": job.device, **keep}
+        if (job.out_dir / "last" / "policy.pt").is_file() and job.validation is not None:
+            info["last_model"] = str(job.out_dir / "last")  # scored beside the selected weights
+        return Policy.load(job.out_dir), info
 
     return run
 
@@ -226,6 +235,21 @@ def make_trainer(spec: str) -> Trainer | None:
     if spec.startswith("model:"):
         return model_trainer(spec[len("model:"):])
     raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none or model:PATH")
+
+
+def validation_pairs(style: S.Style, photos: Sequence[Photo], raw: Sequence[tuple[np.ndarray, dict]], n: int):
+    """The first ``n`` training inputs as :class:`exposure_engine.training.data.ValidationPairs`: each RAW-like
+    input's 64 px proxy beside the style's own render of its clean photo, reduced the same way."""
+    import cv2
+
+    from ..imageio.proxy import make_proxy
+    from ..training.data import ValidationPairs
+
+    n = min(n, len(photos))
+    ins = [make_proxy(x, 64) for x, _ in raw[:n]]
+    refs = [cv2.resize(np.clip(style.apply(clean_linear(p.display)), 0, 1).astype(np.float32), (64, 64),
+                       interpolation=cv2.INTER_AREA) for p in photos[:n]]
+    return ValidationPairs(np.stack(ins).astype(np.float32), np.stack(refs), [p.stem for p in photos[:n]])
 
 
 def agent_renders(policy, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:
@@ -341,13 +365,18 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
 
     training = None
     if trainer is not None:
+        pairs = validation_pairs(style, train_photos, train_raw, cfg.validate) if cfg.validate > 0 else None
         job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
-                          out / "model", cfg.minutes, cfg.seed, cfg.device, cfg.resume)
+                          out / "model", cfg.minutes, cfg.seed, cfg.device, cfg.resume, pairs, cfg.snapshots)
         t1 = time.perf_counter()
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}
         log(f"[{style.name}] policy ready ({training})")
         renders["agent"], seqs = agent_renders(policy, test_inputs)
+        if training.get("last_model"):
+            from ..agent.policy import Policy
+
+            renders["agent_last_weights"], _ = agent_renders(Policy.load(training["last_model"]), test_inputs)
         seq_dir = out / "sequences"
         seq_dir.mkdir(exist_ok=True)
         for p, seq in zip(test_photos, seqs):

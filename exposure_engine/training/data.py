@@ -242,6 +242,53 @@ class ProxySampler:
         return out
 
 
+VALIDATION_SALT = 0x5A11D  # keeps the validation draws apart from the training draws of the same (seed, file)
+
+
+@dataclass
+class ValidationPairs:
+    """Paired proxies for choosing among the weights a run passes through (never for gradients).
+
+    inputs: ``(N, 64, 64, 3)`` float32 linear, RAW-like; references: ``(N, 64, 64, 3)`` float32 display sRGB in
+    [0, 1], the finished photo each input was unprocessed from; names: the files."""
+
+    inputs: np.ndarray
+    references: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def validation_pairs(files: Sequence[Path], *, seed: int, ranges: UnprocessRanges = UnprocessRanges(),
+                     size: int = 64) -> ValidationPairs:
+    """Unprocess each finished photo again, with a draw training never makes (``VALIDATION_SALT``), and pair its
+    ``size``-px proxy with the photo itself reduced the same way (area-averaged: linear light for the input as
+    :func:`exposure_engine.imageio.proxy.make_proxy` does, display values for the reference).
+
+    Only meaningful where the photos' finished versions are in the style being learnt, as with ``train
+    --split-from`` (inputs and targets are two halves of one folder of finished photos). Unreadable files are
+    skipped, as in :func:`build_crops`."""
+    import cv2
+
+    from ..imageio.proxy import make_proxy
+
+    ins, refs, names = [], [], []
+    for f in files:
+        try:
+            srgb = _shrink(read_photo_srgb(Path(f)))
+        except DataError:
+            continue
+        key = int.from_bytes(hashlib.sha256(Path(f).name.encode()).digest()[:4], "little")
+        rng = np.random.default_rng([seed, VALIDATION_SALT, key])
+        ins.append(make_proxy(unprocess(srgb, random_params(rng, ranges)), size))
+        refs.append(cv2.resize(srgb, (size, size), interpolation=cv2.INTER_AREA))
+        names.append(Path(f).name)
+    if not names:
+        raise DataError("no readable photo for the validation pairs")
+    return ValidationPairs(np.stack(ins).astype(np.float32), np.clip(np.stack(refs), 0, 1).astype(np.float32), names)
+
+
 def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, list[Path]]:
     """The shipped model's split of one folder: a seeded shuffle, first half inputs, second half targets; the
     last ``n_holdout`` inputs are held out for evaluation (not used in training)."""
@@ -254,4 +301,4 @@ def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, 
 
 
 __all__ = ["DataError", "Dataset", "ProxySampler", "build_crops", "list_images", "load_input", "load_target",
-           "random_square_crops", "split_photos", "srgb_to_linear"]
+           "random_square_crops", "split_photos", "srgb_to_linear", "ValidationPairs", "validation_pairs"]

@@ -76,6 +76,65 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     return result
 
 
+def evaluate_snapshots(run: str | Path, photos: str | Path, *, seed: int = EVAL_SEED,
+                       plot: str | Path | None = None) -> list[dict]:
+    """Score every snapshot of a run (``train --snapshots``: ``RUN/snapshots/NNNNNN/``) on the run's held-out photos,
+    mean edits, PSNR and CIE76 dE against the originals, beside the validation PSNR the run itself measured. This
+    is how model selection by validation PSNR is checked against photos that neither training nor selection saw.
+    Optionally plots both curves over the iterations."""
+    from ..agent.policy import Policy
+    from ..evaluation import metrics as M
+    from ..imageio.proxy import make_proxy
+    from ..renderer import render
+    from . import data as D
+    from .unprocess import random_params, unprocess
+
+    run, photos = Path(run), Path(photos)
+    folders = sorted(p for p in (run / "snapshots").iterdir() if (p / "policy.pt").is_file())
+    if not folders:
+        raise ValueError(f"{run}/snapshots: no snapshots (train with --snapshots)")
+    split = Policy.load(folders[-1]).config.get("training", {}).get("split")
+    if not split and (run / "config.json").is_file():  # snapshots of older runs did not record the split
+        split = json.loads((run / "config.json").read_text()).get("training", {}).get("split")
+    if not split:
+        raise ValueError(f"{run}: no data split recorded (train with --split-from)")
+    rng = np.random.default_rng(seed)  # the same inputs as evaluate_holdout (same seed, same order)
+    cases = []
+    for name in split["holdout_inputs"]:
+        srgb = D.read_photo_srgb(photos / name)
+        lin = unprocess(srgb, random_params(rng))
+        cases.append((lin, make_proxy(lin, 64), srgb))
+    rows = []
+    for folder in folders:
+        pol = Policy.load(folder)
+        outs = [render(lin, pred.sequence) for (lin, _, _), pred in
+                zip(cases, pol.predict_batch(np.stack([c[1] for c in cases]), dropout=False))]
+        paired = M.paired_metrics(outs, [c[2] for c in cases])
+        mon = pol.config.get("metrics", {}).get("monitor", {})
+        rows.append({"iteration": int(folder.name), "val_psnr": mon.get("val_psnr"),
+                     "test_psnr": round(paired.psnr, 2), "test_delta_e76": round(paired.delta_e, 2),
+                     "monitor_hi": mon.get("mean")})
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        its = [r["iteration"] for r in rows]
+        if all(r["val_psnr"] is not None for r in rows):
+            ax.plot(its, [r["val_psnr"] for r in rows], marker=".", label="validation (training inputs' originals, 64 px)")
+        ax.plot(its, [r["test_psnr"] for r in rows], marker=".", label="held-out photos (full resolution)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("mean PSNR (dB), mean edit")
+        ax.legend()
+        fig.tight_layout()
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=90)
+        plt.close(fig)
+    return rows
+
+
 def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, seed: int | None = None,
                      width: int = 640) -> dict:
     """Develop a real RAW file three ways and save them side by side (PNG): linear data sRGB-encoded, LibRaw's
@@ -117,7 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the result here too")
     p.add_argument("--raw", help="a real RAW file for a before/after figure")
     p.add_argument("--figure", default="docs/images/default-cr2.png")
+    p.add_argument("--snapshots", action="store_true",
+                   help="MODEL is a run folder written with train --snapshots: score every snapshot instead")
+    p.add_argument("--plot", help="with --snapshots: a PNG of validation and held-out PSNR over the iterations")
     a = p.parse_args(argv)
+    if a.snapshots:
+        rows = evaluate_snapshots(a.model, a.photos, plot=a.plot)
+        text = json.dumps(rows, indent=1)
+        if a.json:
+            Path(a.json).write_text(text + "\n")
+        print(text)
+        return 0
     res = evaluate_holdout(a.model, a.photos)
     if a.raw:
         res["raw_check"] = raw_before_after(a.model, a.raw, a.figure)

@@ -63,6 +63,10 @@ class TrainConfig:
     progress: bool = True
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (the CLI resolves "auto", exposure_engine.devices)
     extra: dict = field(default_factory=dict)  # recorded in config.json (e.g. the data split)
+    # Paired validation proxies (train --split-from): every monitor step scores the mean edit's PSNR on them, and
+    # the weights that scored best are what the model folder gets (the last iterate stays in the checkpoint).
+    validation: D.ValidationPairs | None = None
+    snapshots: bool = False  # also save the monitored weights of every monitor step as OUT/snapshots/NNNNNN/
 
     @property
     def total(self) -> int:
@@ -210,6 +214,14 @@ def _finish_episodes(actor: Actor, images: torch.Tensor, n_steps: int) -> torch.
     return images
 
 
+def validation_psnr(policy: Policy, pairs: D.ValidationPairs) -> float:
+    """Mean PSNR (dB) of the policy's mean edits of the validation inputs against their references, on proxies."""
+    preds = policy.predict_batch(pairs.inputs, dropout=False)
+    outs = np.clip(np.stack([p.proxies[-1] for p in preds]), 0.0, 1.0)
+    mse = np.maximum(((outs - pairs.references) ** 2).reshape(len(outs), -1).mean(1), 1e-10)
+    return float(np.mean(10.0 * np.log10(1.0 / mse)))
+
+
 def _log_row(acc: list[dict]) -> dict:
     """Means of the logged 0-d tensors over ``acc`` (one GPU sync), and the summed filter counts."""
     keys = [k for k in acc[0] if k != "usage"]
@@ -310,6 +322,7 @@ def train(cfg: TrainConfig) -> dict:
     fakes = ImagePool(recipe.fake_pool_size, rng)
     history: list[dict] = []
     monitor: list[dict] = []
+    best: dict | None = None  # {"iteration", "val_psnr", "state"}: the best-validated weights so far
     start_iter, elapsed_before = 0, 0.0
 
     ckpt_path = out / CHECKPOINT
@@ -323,6 +336,7 @@ def train(cfg: TrainConfig) -> dict:
         opt_d.load_state_dict(ck["opt_disc"])
         pool.load_state_dict(ck["pool"]), fakes.load_state_dict(ck["fakes"])
         history, monitor = ck["history"], ck.get("monitor", [])
+        best = ck.get("best")
         start_iter, elapsed_before = int(ck["iteration"]), float(ck.get("elapsed", 0.0))
         if "torch_rng" in ck and world == 1:
             torch.set_rng_state(ck["torch_rng"])
@@ -355,7 +369,7 @@ def train(cfg: TrainConfig) -> dict:
                  "recipe": recipe.to_dict(), "config": {"arch": arch.to_dict(), "recipe": recipe.to_dict()},
                  "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state, "seed": cfg.seed,
                  "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                 "ema_actor": None if ema is None else ema.state_dict()}
+                 "ema_actor": None if ema is None else ema.state_dict(), "best": best}
         import io
 
         buf = io.BytesIO()
@@ -363,14 +377,26 @@ def train(cfg: TrainConfig) -> dict:
         atomic_write(ckpt_path, buf.getvalue())
 
     def run_monitor(iteration: int) -> None:
+        nonlocal best
         from .report import proxy_histogram_intersection
 
-        pol = Policy(_cpu_copy(actor if ema is None else ema), name="monitor")  # the weights that will be saved
+        watched = _cpu_copy(actor if ema is None else ema)  # the weights that will be saved
+        pol = Policy(watched, name="monitor")
         preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
-        actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
         outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
-        hi = proxy_histogram_intersection(outs, mon_tg)
-        monitor.append({"iteration": iteration, **hi})
+        row = {"iteration": iteration, **proxy_histogram_intersection(outs, mon_tg)}
+        if cfg.validation is not None:
+            row["val_psnr"] = validation_psnr(pol, cfg.validation)
+            if best is None or row["val_psnr"] > best["val_psnr"]:
+                best = {"iteration": iteration, "val_psnr": row["val_psnr"],
+                        "state": {k: v.detach().cpu().clone() for k, v in watched.state_dict().items()}}
+        if cfg.snapshots:
+            pol.name = f"{cfg.name or out.name}@{iteration}"
+            pol.save(out / "snapshots" / f"{iteration:06d}", extra_config={"training": {"iteration": iteration,
+                                                                                      **cfg.extra},
+                                                                          "metrics": {"monitor": row}})
+        actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
+        monitor.append(row)
 
     from tqdm import tqdm
 
@@ -430,6 +456,8 @@ def train(cfg: TrainConfig) -> dict:
                     "V": f"{row['value_loss']:.4f}", "R": f"{row['reward']:.4f}"}
             if monitor:
                 post["HI"] = f"{monitor[-1]['mean']:.3f}"
+                if "val_psnr" in monitor[-1]:
+                    post["val"] = f"{monitor[-1]['val_psnr']:.2f}dB"
             if deadline is not None:
                 post["left"] = f"{max(0.0, deadline - time.monotonic()) / 60:.1f}m"
             bar.set_postfix(post, refresh=False)
@@ -451,8 +479,24 @@ def train(cfg: TrainConfig) -> dict:
             run_monitor(it)
         checkpoint(it)
         name = cfg.name or out.name
-        pol = Policy(_cpu_copy(actor if ema is None else ema), name=name, config={"recipe": recipe.to_dict()})
+        shipped = _cpu_copy(actor if ema is None else ema)
+        selection: dict = {"rule": "last"}
+        if best is not None:
+            # the last weights stay available beside the selected ones (OUT/last/, an ordinary model folder)
+            Policy(copy.deepcopy(shipped), name=f"{name}@last", config={"recipe": recipe.to_dict()}).save(
+                out / "last", extra_config={"training": {"iteration": it, **cfg.extra},
+                                            "metrics": {"monitor": monitor[-1]}})
+            shipped = copy.deepcopy(shipped)
+            shipped.load_state_dict(best["state"])
+            selection = {"rule": "best validation PSNR", "iteration": best["iteration"],
+                         "val_psnr": round(best["val_psnr"], 3), "last_val_psnr": round(monitor[-1]["val_psnr"], 3),
+                         "n_validation": len(cfg.validation), "validation_seed": cfg.seed}
+            summary["selected_iteration"] = best["iteration"]
+            log(f"selected the weights of iteration {best['iteration']} (validation PSNR {best['val_psnr']:.2f} dB; "
+                f"last {monitor[-1]['val_psnr']:.2f} dB)")
+        pol = Policy(shipped, name=name, config={"recipe": recipe.to_dict()})
         training = {**{k: v for k, v in summary.items() if k != "actor_sha256"}, "seed": cfg.seed, "unprocess": cfg.unprocess,
+                    "selection": selection,
                     "n_input_files": len(inputs.files), "n_target_files": len(targets.files),
                     "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__,
                     **({"gpu": torch.cuda.get_device_name(dev)} if dev.type == "cuda" else {}), **cfg.extra}

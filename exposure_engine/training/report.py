@@ -44,8 +44,8 @@ def proxy_histogram_intersection(outputs: np.ndarray, targets: np.ndarray) -> di
 
 
 def write_report(history: list[dict], monitor: list[dict], folder: str | Path) -> list[Path]:
-    """Write ``losses.png``, ``reward.png``, ``filter_usage.png`` and ``histogram_intersection.png`` into
-    ``folder``. Returns the written paths."""
+    """Write ``losses.png``, ``reward.png``, ``filter_usage.png``, ``histogram_intersection.png`` and (when the
+    run was validated) ``validation_psnr.png`` into ``folder``. Returns the written paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,4 +116,15 @@ def write_report(history: list[dict], monitor: list[dict], folder: str | Path) -
         ax.set_xlabel("iteration")
         ax.legend()
         save(fig, "histogram_intersection.png")
+    val = [(m["iteration"], m["val_psnr"]) for m in monitor if "val_psnr" in m]
+    if val:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(*zip(*val), marker=".")
+        i_best, v_best = max(val, key=lambda t: t[1])
+        ax.plot([i_best], [v_best], "o", color="C3", label=f"selected: iteration {i_best}, {v_best:.2f} dB")
+        ax.set_title("validation: mean-edit PSNR against the finished originals (64x64 proxies)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("dB")
+        ax.legend()
+        save(fig, "validation_psnr.png")
     return written
