@@ -83,6 +83,9 @@ CPU_FAST = Recipe(
     lr_d=3e-4,
     pool_size=128,
     fake_pool_size=128,
+    # One thread: at these layer sizes a second OpenMP thread costs more in synchronisation than it computes
+    # (151-168 vs 263-289 ms per iteration on 2 idle cores, docs/training.md); two runs can then share 2 cores.
+    threads=1,
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (PAPER, CPU_FAST)}
