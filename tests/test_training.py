@@ -408,6 +408,25 @@ def test_snapshots_are_scored_on_the_held_out_photos_beside_their_validation_psn
     assert row["test_delta_e76"] == pytest.approx(model["delta_e76"], abs=0.011)
 
 
+def test_holdout_over_several_draws_keeps_draw_0_and_averages_every_draw(tmp_path):
+    from exposure_engine.training.holdout import evaluate_holdout
+
+    _finished_photos(tmp_path / "ph", 10)
+    assert cli_main(["train", "--split-from", str(tmp_path / "ph"), "--holdout", "2", "--out", str(tmp_path / "v"),
+                     "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "1",
+                     "--no-progress"]) == 0
+    one = evaluate_holdout(tmp_path / "v", tmp_path / "ph")
+    three = evaluate_holdout(tmp_path / "v", tmp_path / "ph", draws=3)
+    assert "per_draw" not in one and [d["unprocess_seed"] for d in three["per_draw"]] == [2026, 2027, 2028]
+    assert three["per_draw"][0]["model_psnr"] == pytest.approx(one["methods"]["model"]["psnr"], abs=0.011)
+    assert three["per_image"] == one["per_image"]  # per-photo rows and the histogram score are draw 0's
+    for k in ("model", "libraw_like"):
+        assert three["methods"][k]["histogram_intersection"] == one["methods"][k]["histogram_intersection"]
+    assert three["methods"]["model"]["psnr"] == pytest.approx(np.mean([d["model_psnr"] for d in three["per_draw"]]),
+                                                              abs=0.011)
+    assert len({d["model_psnr"] for d in three["per_draw"]}) > 1  # the draws differ
+
+
 @pytest.mark.slow
 def test_the_same_seed_trains_the_same_model(tmp_path):
     a = train(_tiny_config(tmp_path, "a", 4))

@@ -28,6 +28,15 @@ def _display(img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def raw_like_draw(originals: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """One RAW-like version of each finished photo, in order, from one generator seeded ``seed`` (the model card's
+    inputs for ``seed = EVAL_SEED``)."""
+    from .unprocess import random_params, unprocess
+
+    rng = np.random.default_rng(seed)
+    return [unprocess(srgb, random_params(rng)) for srgb in originals]
+
+
 def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_SEED, variants_seed: int = 0,
                      draws: int = 1) -> dict:
     """``draws``: how many RAW-like versions of each held-out photo (draw k from the generator seeded ``seed + k``,
@@ -39,7 +48,6 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     from ..imageio.proxy import make_proxy
     from ..renderer import render
     from . import data as D
-    from .unprocess import random_params, unprocess
 
     pol = Policy.load(model)
     split = pol.config.get("training", {}).get("split")
@@ -56,10 +64,8 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     originals = [D.read_photo_srgb(photos / n) for n in names]
     per_image = []
     for draw in range(max(1, draws)):
-        rng = np.random.default_rng(seed + draw)
         draw_psnr = []
-        for name, srgb in zip(names, originals):
-            lin = unprocess(srgb, random_params(rng))
+        for name, srgb, lin in zip(names, originals, raw_like_draw(originals, seed + draw)):
             proxy = make_proxy(lin, 64)
             pred = pol.predict(proxy)[0]
             outs = {"model": render(lin, pred.sequence),
@@ -102,7 +108,6 @@ def evaluate_snapshots(run: str | Path, photos: str | Path, *, seed: int = EVAL_
     from ..imageio.proxy import make_proxy
     from ..renderer import render
     from . import data as D
-    from .unprocess import random_params, unprocess
 
     run, photos = Path(run), Path(photos)
     folders = sorted(p for p in (run / "snapshots").iterdir() if (p / "policy.pt").is_file())
@@ -113,12 +118,9 @@ def evaluate_snapshots(run: str | Path, photos: str | Path, *, seed: int = EVAL_
         split = json.loads((run / "config.json").read_text()).get("training", {}).get("split")
     if not split:
         raise ValueError(f"{run}: no data split recorded (train with --split-from)")
-    rng = np.random.default_rng(seed)  # the same inputs as evaluate_holdout (same seed, same order)
-    cases = []
-    for name in split["holdout_inputs"]:
-        srgb = D.read_photo_srgb(photos / name)
-        lin = unprocess(srgb, random_params(rng))
-        cases.append((lin, make_proxy(lin, 64), srgb))
+    originals = [D.read_photo_srgb(photos / name) for name in split["holdout_inputs"]]
+    # the same inputs as evaluate_holdout's draw 0
+    cases = [(lin, make_proxy(lin, 64), srgb) for lin, srgb in zip(raw_like_draw(originals, seed), originals)]
     rows = []
     for folder in folders:
         pol = Policy.load(folder)
