@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from ..devices import DEVICE_CHOICES
@@ -43,8 +45,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     # With more busy threads than cores, OpenMP's spin-waiting made a 2-thread step ~10x slower than a 1-thread
     # one on the shared CI machine; passive waiting removes that (must be set before torch is imported).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -109,5 +109,12 @@ def run(args: argparse.Namespace) -> int:
         summary = train(cfg)
     except D.DataError as e:
         raise CLIError(str(e)) from None
-    print(json.dumps(summary))
+    # One write of the whole line: under torchrun every rank prints its summary to the same pipe at about the same
+    # moment, and print()'s separate writes of text and newline could interleave two ranks' lines.
+    line = json.dumps(summary) + "\n"
+    sys.stdout.flush()
+    try:
+        os.write(sys.stdout.fileno(), line.encode())
+    except (AttributeError, OSError, ValueError):  # a stdout without a file descriptor (captured, redirected in-process)
+        sys.stdout.write(line)
     return 0
