@@ -490,7 +490,7 @@ def train(cfg: TrainConfig) -> dict:
             shipped.load_state_dict(best["state"])
             selection = {"rule": "best validation PSNR", "iteration": best["iteration"],
                          "val_psnr": round(best["val_psnr"], 3), "last_val_psnr": round(monitor[-1]["val_psnr"], 3),
-                         "n_validation": len(cfg.validation), "validation_seed": cfg.seed}
+                         "n_validation": len(cfg.validation)}
             summary["selected_iteration"] = best["iteration"]
             log(f"selected the weights of iteration {best['iteration']} (validation PSNR {best['val_psnr']:.2f} dB; "
                 f"last {monitor[-1]['val_psnr']:.2f} dB)")
