@@ -127,9 +127,10 @@ def test_bench_quality_plumbing_with_an_untrained_policy(photo_dir, tmp_path):
     assert "## Teal & orange (teal_orange: not exactly expressible by the 8 filters)" in md
 
 
-def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp_path):
-    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["noir"], n_test=2, size=96,
-                         minutes=0.25, seed=4)
+def _run_noir_with_a_recording_trainer(photo_dir: Path, tmp_path: Path, **cfg_fields):
+    """run_style for noir with a trainer that records the job it gets; returns (job, loaded photos, result)."""
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["noir"], n_test=2, size=96, seed=4,
+                         **cfg_fields)
     parts = BM.split(sorted(photo_dir.glob("*.png")), cfg.seed, cfg.n_test)
     loaded = {k: BM.load_photos(v, cfg.size)[0] for k, v in parts.items()}
     seen = {}
@@ -140,10 +141,14 @@ def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp
 
         return Policy.random(seed=1), {"trainer": "test"}
 
+    res = BM.run_style(S.get("noir"), loaded["train_inputs"], loaded["holdout_inputs"], loaded["targets"], cfg,
+                       trainer, log=lambda s: None)
+    return seen["job"], loaded, res
+
+
+def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp_path):
+    job, loaded, res = _run_noir_with_a_recording_trainer(photo_dir, tmp_path, minutes=0.25)
     style = S.get("noir")
-    res = BM.run_style(style, loaded["train_inputs"], loaded["holdout_inputs"], loaded["targets"], cfg, trainer,
-                       log=lambda s: None)
-    job = seen["job"]
     assert job.minutes == 0.25 and job.style == "noir" and len(job.inputs) == len(loaded["train_inputs"])
     for t, p in zip(job.targets, loaded["targets"]):
         np.testing.assert_array_equal(t, style.apply(BM.clean_linear(p.display)))
@@ -154,26 +159,13 @@ def test_trainer_gets_raw_like_inputs_and_styled_disjoint_targets(photo_dir, tmp
 
 
 def test_validation_pairs_are_training_inputs_beside_the_styles_own_render_of_them(photo_dir, tmp_path):
-    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "b", styles=["noir"], n_test=2, size=96,
-                         minutes=0.0, seed=4, validate=2)
-    parts = BM.split(sorted(photo_dir.glob("*.png")), cfg.seed, cfg.n_test)
-    loaded = {k: BM.load_photos(v, cfg.size)[0] for k, v in parts.items()}
-    seen = {}
-
-    def trainer(job: BM.TrainingJob):
-        seen["job"] = job
-        from exposure_engine.agent.policy import Policy
-
-        return Policy.random(seed=1), {"trainer": "test"}
-
+    job, loaded, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path, minutes=0.0, validate=2)
     style = S.get("noir")
-    BM.run_style(style, loaded["train_inputs"], loaded["holdout_inputs"], loaded["targets"], cfg, trainer,
-                 log=lambda s: None)
-    pairs = seen["job"].validation
+    pairs = job.validation
     from exposure_engine.imageio.proxy import make_proxy
 
     assert len(pairs) == 2 and pairs.names == [p.stem for p in loaded["train_inputs"][:2]]
-    np.testing.assert_allclose(pairs.inputs[1], make_proxy(seen["job"].inputs[1], 64))  # the trainer's own input
+    np.testing.assert_allclose(pairs.inputs[1], make_proxy(job.inputs[1], 64))  # the trainer's own input
     truth = style.apply(BM.clean_linear(loaded["train_inputs"][1].display))
     np.testing.assert_allclose(pairs.references[1], cv2.resize(np.clip(truth, 0, 1), (64, 64),
                                                                interpolation=cv2.INTER_AREA), atol=1e-6)
