@@ -218,8 +218,8 @@ def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
         summary = loop.train(cfg)
         keep = {k: summary[k] for k in ("iterations", "stopped_by", "seconds", "selected_iteration") if k in summary}
         info = {"trainer": "loop", "recipe": recipe, "minutes": job.minutes, "device": job.device, **keep}
-        if (job.out_dir / "last" / "policy.pt").is_file() and job.validation is not None:
-            info["last_model"] = str(job.out_dir / "last")  # scored beside the selected weights
+        if "selected_iteration" in summary:  # the run chose among its weights: its last ones are scored beside
+            info["last_model"] = str(job.out_dir / "last")
         return Policy.load(job.out_dir), info
 
     return run
@@ -240,16 +240,11 @@ def make_trainer(spec: str) -> Trainer | None:
 def validation_pairs(style: S.Style, photos: Sequence[Photo], raw: Sequence[tuple[np.ndarray, dict]], n: int):
     """The first ``n`` training inputs as :class:`exposure_engine.training.data.ValidationPairs`: each RAW-like
     input's 64 px proxy beside the style's own render of its clean photo, reduced the same way."""
-    import cv2
-
-    from ..imageio.proxy import make_proxy
     from ..training.data import ValidationPairs
 
     n = min(n, len(photos))
-    ins = [make_proxy(x, 64) for x, _ in raw[:n]]
-    refs = [cv2.resize(np.clip(style.apply(clean_linear(p.display)), 0, 1).astype(np.float32), (64, 64),
-                       interpolation=cv2.INTER_AREA) for p in photos[:n]]
-    return ValidationPairs(np.stack(ins).astype(np.float32), np.stack(refs), [p.stem for p in photos[:n]])
+    return ValidationPairs.reduced([x for x, _ in raw[:n]], [style.apply(clean_linear(p.display)) for p in photos[:n]],
+                                   [p.stem for p in photos[:n]])
 
 
 def agent_renders(policy, inputs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[dict]]:

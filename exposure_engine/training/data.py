@@ -259,20 +259,30 @@ class ValidationPairs:
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def reduced(cls, inputs: Sequence[np.ndarray], references: Sequence[np.ndarray], names: Sequence[str],
+                size: int = 64) -> "ValidationPairs":
+        """Pairs from full-size images: linear inputs area-averaged in linear light (as
+        :func:`exposure_engine.imageio.proxy.make_proxy` makes every proxy), display references area-averaged as
+        they are, both to ``size`` x ``size``."""
+        import cv2
+
+        from ..imageio.proxy import make_proxy
+
+        ins = [make_proxy(x, size) for x in inputs]
+        refs = [cv2.resize(np.clip(np.asarray(r, np.float32), 0, 1), (size, size), interpolation=cv2.INTER_AREA)
+                for r in references]
+        return cls(np.stack(ins).astype(np.float32), np.clip(np.stack(refs), 0, 1).astype(np.float32), list(names))
+
 
 def validation_pairs(files: Sequence[Path], *, seed: int, ranges: UnprocessRanges = UnprocessRanges(),
                      size: int = 64) -> ValidationPairs:
     """Unprocess each finished photo again, with a draw training never makes (``VALIDATION_SALT``), and pair its
-    ``size``-px proxy with the photo itself reduced the same way (area-averaged: linear light for the input as
-    :func:`exposure_engine.imageio.proxy.make_proxy` does, display values for the reference).
+    ``size``-px proxy with the photo itself reduced the same way (:meth:`ValidationPairs.reduced`).
 
     Only meaningful where the photos' finished versions are in the style being learnt, as with ``train
     --split-from`` (inputs and targets are two halves of one folder of finished photos). Unreadable files are
     skipped, as in :func:`build_crops`."""
-    import cv2
-
-    from ..imageio.proxy import make_proxy
-
     ins, refs, names = [], [], []
     for f in files:
         try:
@@ -281,12 +291,12 @@ def validation_pairs(files: Sequence[Path], *, seed: int, ranges: UnprocessRange
             continue
         key = int.from_bytes(hashlib.sha256(Path(f).name.encode()).digest()[:4], "little")
         rng = np.random.default_rng([seed, VALIDATION_SALT, key])
-        ins.append(make_proxy(unprocess(srgb, random_params(rng, ranges)), size))
-        refs.append(cv2.resize(srgb, (size, size), interpolation=cv2.INTER_AREA))
+        ins.append(unprocess(srgb, random_params(rng, ranges)))
+        refs.append(srgb)
         names.append(Path(f).name)
     if not names:
         raise DataError("no readable photo for the validation pairs")
-    return ValidationPairs(np.stack(ins).astype(np.float32), np.clip(np.stack(refs), 0, 1).astype(np.float32), names)
+    return ValidationPairs.reduced(ins, refs, names, size)
 
 
 def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, list[Path]]:

@@ -215,11 +215,12 @@ def _finish_episodes(actor: Actor, images: torch.Tensor, n_steps: int) -> torch.
 
 
 def validation_psnr(policy: Policy, pairs: D.ValidationPairs) -> float:
-    """Mean PSNR (dB) of the policy's mean edits of the validation inputs against their references, on proxies."""
+    """Mean PSNR (dB) of the policy's mean edits of the validation inputs against their references, on proxies
+    (each capped at 100 dB, so that one exact edit does not make the mean infinite)."""
+    from ..evaluation.metrics import psnr
+
     preds = policy.predict_batch(pairs.inputs, dropout=False)
-    outs = np.clip(np.stack([p.proxies[-1] for p in preds]), 0.0, 1.0)
-    mse = np.maximum(((outs - pairs.references) ** 2).reshape(len(outs), -1).mean(1), 1e-10)
-    return float(np.mean(10.0 * np.log10(1.0 / mse)))
+    return float(np.mean([min(psnr(p.proxies[-1], ref), 100.0) for p, ref in zip(preds, pairs.references)]))
 
 
 def _log_row(acc: list[dict]) -> dict:
@@ -479,14 +480,14 @@ def train(cfg: TrainConfig) -> dict:
             run_monitor(it)
         checkpoint(it)
         name = cfg.name or out.name
-        shipped = _cpu_copy(actor if ema is None else ema)
+        last = shipped = _cpu_copy(actor if ema is None else ema)
         selection: dict = {"rule": "last"}
         if best is not None:
             # the last weights stay available beside the selected ones (OUT/last/, an ordinary model folder)
-            Policy(copy.deepcopy(shipped), name=f"{name}@last", config={"recipe": recipe.to_dict()}).save(
+            Policy(last, name=f"{name}@last", config={"recipe": recipe.to_dict()}).save(
                 out / "last", extra_config={"training": {"iteration": it, **cfg.extra},
                                             "metrics": {"monitor": monitor[-1]}})
-            shipped = copy.deepcopy(shipped)
+            shipped = copy.deepcopy(last)
             shipped.load_state_dict(best["state"])
             selection = {"rule": "best validation PSNR", "iteration": best["iteration"],
                          "val_psnr": round(best["val_psnr"], 3), "last_val_psnr": round(monitor[-1]["val_psnr"], 3),
