@@ -396,6 +396,8 @@ def test_snapshots_are_scored_on_the_held_out_photos_beside_their_validation_psn
                      "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "6", "--snapshots",
                      "--no-progress"]) == 0
     rows = evaluate_snapshots(tmp_path / "v", tmp_path / "ph", plot=tmp_path / "curve.png")
+    with pytest.raises(ValueError, match="no snapshots"):
+        evaluate_snapshots(tmp_path / "no-such-run", tmp_path / "ph")
     assert [r["iteration"] for r in rows] == [3, 6]
     assert all(np.isfinite(r["test_psnr"]) and r["val_psnr"] is not None for r in rows)
     assert (tmp_path / "curve.png").is_file()

@@ -110,7 +110,8 @@ def evaluate_snapshots(run: str | Path, photos: str | Path, *, seed: int = EVAL_
     from . import data as D
 
     run, photos = Path(run), Path(photos)
-    folders = sorted(p for p in (run / "snapshots").iterdir() if (p / "policy.pt").is_file())
+    snap_dir = run / "snapshots"
+    folders = sorted(p for p in snap_dir.iterdir() if (p / "policy.pt").is_file()) if snap_dir.is_dir() else []
     if not folders:
         raise ValueError(f"{run}/snapshots: no snapshots (train with --snapshots)")
     split = Policy.load(folders[-1]).config.get("training", {}).get("split")
