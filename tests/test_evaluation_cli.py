@@ -172,6 +172,47 @@ def test_validation_pairs_are_training_inputs_beside_the_styles_own_render_of_th
     assert np.ptp(pairs.references[1], axis=-1).max() < 1e-5  # noir's ground truth is grey
 
 
+def test_a_training_seed_changes_the_run_not_the_data(photo_dir, tmp_path):
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "a", minutes=0.0, validate=2)
+    other, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "b", minutes=0.0, validate=2,
+                                                     train_seed=7)
+    assert job.seed == 4 and other.seed == 7  # --seed by default, --train-seed when given
+    for x, y in zip(job.inputs + job.targets, other.inputs + other.targets):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(job.validation.inputs, other.validation.inputs)
+    np.testing.assert_array_equal(job.validation.references, other.validation.references)
+
+
+def _random_models(root: Path, seeds) -> list[Path]:
+    from exposure_engine.agent.policy import Policy
+
+    return [Policy.random(seed=k).save(root / f"seed-{k}" / "noir" / "model") for k in seeds]
+
+
+def test_best_trainer_picks_the_candidate_with_the_best_validation_psnr(photo_dir, tmp_path):
+    from exposure_engine.agent.policy import Policy
+    from exposure_engine.training.loop import validation_psnr
+
+    folders = _random_models(tmp_path / "runs", range(4))
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec", minutes=0.0, validate=3)
+    scores = {str(f): validation_psnr(Policy.load(f), job.validation) for f in folders}
+    assert len(set(scores.values())) == 4  # distinct candidates, so the choice means something
+    policy, info = BM.best_trainer(str(tmp_path / "runs" / "seed-*" / "{style}" / "model"))(job)
+    assert info["model"] == max(scores, key=scores.get)
+    assert info["candidates"] == {f: round(v, 3) for f, v in scores.items()}
+    assert policy.content_hash == Policy.load(info["model"]).content_hash
+
+
+def test_best_trainer_needs_validation_pairs_and_a_match(photo_dir, tmp_path):
+    _random_models(tmp_path / "runs", [0])
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec", minutes=0.0)
+    with pytest.raises(BM.EvalInputError, match="--validate"):
+        BM.best_trainer(str(tmp_path / "runs" / "*" / "{style}" / "model"))(job)
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec2", minutes=0.0, validate=2)
+    with pytest.raises(BM.EvalInputError, match="no model folder matches for style 'noir'"):
+        BM.make_trainer(f"best:{tmp_path / 'elsewhere' / '{style}'}")(job)  # the --trainer spelling
+
+
 @pytest.mark.slow  # a tiny training run inside the bench
 def test_bench_with_validation_scores_the_selected_and_the_last_weights(photo_dir, tmp_path):
     tiny = tmp_path / "tiny.json"

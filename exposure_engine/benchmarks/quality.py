@@ -25,8 +25,15 @@ def register(sub) -> None:
                    help="loop (train with the training loop, recipe cpu-fast; loop:RECIPE for another), random "
                         "(untrained policy: a plumbing check, the default), none (baselines only) or model:PATH "
                         "(an existing model folder, e.g. models/default; {style} in PATH stands for each style's "
-                        "name)")
-    p.add_argument("--seed", type=int, default=0)
+                        "name) or best:GLOB (of the model folders matching GLOB, e.g. 'runs/s*/{style}/model', the "
+                        "one with the best validation PSNR; needs --validate)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the split, the RAW-like draws and the metric's patches (and the training, unless "
+                        "--train-seed)")
+    p.add_argument("--train-seed", type=int, metavar="S",
+                   help="--trainer loop/random: the training run's own seed (initialisation, sampling); the data "
+                        "stay those of --seed, so runs with different training seeds can be compared and chosen "
+                        "among (default: --seed)")
     p.add_argument("--resume", action="store_true",
                    help="--trainer loop: continue each style's training from OUT/STYLE/model/checkpoint.pt (after a "
                         "kill, or to extend a run stopped by --minutes); the data are made again, identically")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.validate < 0:
         raise CLIError(f"--validate must be >= 0, got {args.validate}")
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
-                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, trainer=args.trainer,
+                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, train_seed=args.train_seed,
+                      trainer=args.trainer,
                       device=device, resume=args.resume, validate=args.validate, snapshots=args.snapshots)
     try:
         results = run_bench(cfg)

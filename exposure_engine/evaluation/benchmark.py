@@ -83,8 +83,9 @@ class BenchConfig:
     n_test: int = 8
     size: int = 384  # long edge the photos are area-reduced to
     minutes: float = 1.0  # training budget per style
-    seed: int = 0
-    trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none" or "model:PATH"
+    seed: int = 0  # the split, the RAW-like draws, the metric's patches, and (unless train_seed) the training
+    train_seed: int | None = None  # the training run's own seed (initialisation, sampling), None = seed
+    trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none", "model:PATH", "best:GLOB"
     device: str = "cpu"  # for the "loop" trainers
     resume: bool = False  # "loop" trainers continue a killed or budget-stopped run from its checkpoint
     validate: int = 0  # the first N training inputs with their ground truth choose the "loop" run's weights
@@ -193,6 +194,31 @@ def model_trainer(path: str) -> Trainer:
     return run
 
 
+def best_trainer(pattern: str) -> Trainer:
+    """No training: of the model folders matching the glob ``pattern`` (``{style}`` as in :func:`model_trainer`,
+    e.g. ``runs/seed-*/{style}/model``: runs of one style with different training seeds), the one with the best
+    PSNR on *this* bench's validation pairs (``--validate N``: the same pairs a ``loop`` run chooses its weights
+    by, never the test inputs). Every candidate is scored here, so runs made elsewhere compare on equal terms."""
+
+    def run(job: TrainingJob) -> tuple[object, dict]:
+        import glob
+
+        from ..agent.policy import Policy
+        from ..training.loop import validation_psnr
+
+        if job.validation is None:
+            raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N")
+        folders = sorted(glob.glob(pattern.replace("{style}", job.style)))
+        if not folders:
+            raise EvalInputError(f"--trainer best:{pattern}: no model folder matches for style {job.style!r}")
+        scored = [(validation_psnr(Policy.load(f), job.validation), f) for f in folders]
+        best_psnr, best = max(scored)
+        return Policy.load(best), {"trainer": "best", "model": best, "val_psnr": round(best_psnr, 3),
+                                   "candidates": {f: round(v, 3) for v, f in scored}}
+
+    return run
+
+
 def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
     """The real training loop (:func:`exposure_engine.training.loop.train`) with ``recipe`` and a time budget of
     ``job.minutes``; the inputs and targets go through files (16-bit linear TIFFs, 16-bit sRGB PNGs), as they
@@ -234,7 +260,9 @@ def make_trainer(spec: str) -> Trainer | None:
         return loop_trainer(spec.partition(":")[2] or "cpu-fast")
     if spec.startswith("model:"):
         return model_trainer(spec[len("model:"):])
-    raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none or model:PATH")
+    if spec.startswith("best:"):
+        return best_trainer(spec[len("best:"):])
+    raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none, model:PATH or best:GLOB")
 
 
 def validation_pairs(style: S.Style, photos: Sequence[Photo], raw: Sequence[tuple[np.ndarray, dict]], n: int):
@@ -362,7 +390,8 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     if trainer is not None:
         pairs = validation_pairs(style, train_photos, train_raw, cfg.validate) if cfg.validate > 0 else None
         job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
-                          out / "model", cfg.minutes, cfg.seed, cfg.device, cfg.resume, pairs, cfg.snapshots)
+                          out / "model", cfg.minutes, cfg.seed if cfg.train_seed is None else cfg.train_seed, cfg.device,
+                          cfg.resume, pairs, cfg.snapshots)
         t1 = time.perf_counter()
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}
