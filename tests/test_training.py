@@ -624,3 +624,21 @@ def test_report_writes_the_four_plots(tmp_path):
     mon = [{"iteration": 50, "luminance": 0.5, "contrast": 0.5, "saturation": 0.5, "mean": 0.5}]
     paths = write_report(hist, mon, tmp_path)
     assert len(paths) == 4 and all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_runs_compared_side_by_side_in_one_png_and_a_folder_without_history_is_named(tmp_path, capsys):
+    from exposure_engine.training.report import main as report_main
+
+    for seed, best in ((1, 21.5), (2, 18.0)):
+        mon = [{"iteration": i, "luminance": 0.5, "contrast": 0.5, "saturation": 0.5, "mean": 0.5,
+                "val_psnr": best - abs(i - 200) / 100} for i in (100, 200, 300)]
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "history.json").write_text(json.dumps({"history": [], "monitor": mon}))
+    png = tmp_path / "cmp" / "seeds.png"
+    assert report_main([str(tmp_path / "s1"), str(tmp_path / "s2"), "--labels", "seed 1,seed 2", "--out",
+                        str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    h, w = cv2.imread(str(png)).shape[:2]
+    assert w > 2 * h  # two panels: validation PSNR beside the histogram monitor
+    assert report_main([str(tmp_path / "s1"), str(tmp_path / "nowhere"), "--out", str(png)]) == 2
+    assert "nowhere: not a training run folder" in capsys.readouterr().err

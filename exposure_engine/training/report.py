@@ -128,3 +128,74 @@ def write_report(history: list[dict], monitor: list[dict], folder: str | Path) -
         ax.legend()
         save(fig, "validation_psnr.png")
     return written
+
+
+def compare_runs(folders: list[str | Path], png: str | Path, labels: list[str] | None = None) -> Path:
+    """One PNG of several runs side by side (e.g. one style, several training seeds): the validation PSNR (when the
+    runs were validated) and the histogram-intersection monitor's mean against the iteration, each run's selected
+    weights marked. Reads each run's ``history.json``; a folder without one is an error naming it."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = []
+    for f in folders:
+        hist = Path(f) / "history.json"
+        try:
+            data = json.loads(hist.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{f}: not a training run folder ({hist}: {e})") from None
+        runs.append(data.get("monitor", []))
+    labels = labels or [str(f) for f in folders]
+    validated = any("val_psnr" in m for mon in runs for m in mon)
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(13 if validated else 7, 3.8), squeeze=False)
+    ax_hi = axes[0, -1]
+    for k, (mon, lab) in enumerate(zip(runs, labels)):
+        colour = f"C{k % 10}"
+        ax_hi.plot([m["iteration"] for m in mon], [100 * m["mean"] for m in mon], color=colour, label=lab)
+        val = [(m["iteration"], m["val_psnr"]) for m in mon if "val_psnr" in m]
+        if validated and val:
+            i_best, v_best = max(val, key=lambda t: t[1])
+            axes[0, 0].plot(*zip(*val), color=colour, label=f"{lab}: best {v_best:.2f} dB at {i_best}")
+            axes[0, 0].plot([i_best], [v_best], "o", color=colour)
+    ax_hi.set_title("histogram intersection with the targets, mean % (64x64 proxies)")
+    ax_hi.set_xlabel("iteration")
+    ax_hi.legend(fontsize=8)
+    if validated:
+        axes[0, 0].set_title("validation PSNR of the mean edit (dB; dot: the weights a run keeps)")
+        axes[0, 0].set_xlabel("iteration")
+        axes[0, 0].legend(fontsize=8)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m exposure_engine.training.report",
+                                description="Plot several training runs side by side (validation PSNR, histogram "
+                                            "intersection monitor) into one PNG.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="training output folders (with history.json)")
+    p.add_argument("--out", required=True, metavar="PNG")
+    p.add_argument("--labels", help="comma-separated labels, one per run (default: the folders)")
+    args = p.parse_args(argv)
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    if labels is not None and len(labels) != len(args.runs):
+        p.error(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+    try:
+        print(compare_runs(args.runs, args.out, labels))
+    except ValueError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
