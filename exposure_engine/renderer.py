@@ -10,6 +10,7 @@ Numbers and the command that measures them: docs/performance.md.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import marshal
@@ -214,6 +215,19 @@ def _scan_nonfinite(img, bad):
         bad[y] = _first_nonfinite(img[y].reshape(-1), 0)
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Around a parallel kernel: numba's OpenMP layer sets the calling thread's OpenMP thread count at every launch
+    (omp_set_num_threads), and torch reads that same setting as its intra-op thread count. Without this, one render
+    silently moves a 1-thread training loop (recipe ``threads``) or a daemon worker onto every core."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def _prepared(ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
     """``consts float32 (S, MAX_KERNEL_CONSTS)``: for each filter id and packed parameter row, the constants its
     ``pixel`` kernel reads (``Filter.prepare`` of the packed parameters, zero-padded)."""
@@ -307,11 +321,13 @@ def render(image: np.ndarray, sequence: EditSequence | dict | str, *, clip: bool
                              "in place, or a separate array")
         # In place: a non-finite pixel must be reported before the image is overwritten.
         bad = np.empty(h, np.int64)
-        _scan_nonfinite(image, bad)
+        with _torch_threads_kept():
+            _scan_nonfinite(image, bad)
         _raise_nonfinite(bad)
     if direct:
         bad = np.empty(h, np.int64)
-        _render_rows(image, out, ids, consts, bool(clip), bad)
+        with _torch_threads_kept():
+            _render_rows(image, out, ids, consts, bool(clip), bad)
         _raise_nonfinite(bad)
         return out
     # Other dtypes or strides: blocks of rows converted into a small float32 C-contiguous buffer.
@@ -320,7 +336,8 @@ def render(image: np.ndarray, sequence: EditSequence | dict | str, *, clip: bool
         with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf and is reported below
             block = np.ascontiguousarray(image[y0:y1], dtype=np.float32)
         bad = np.empty(y1 - y0, np.int64)
-        _render_rows(block, out[y0:y1], ids, consts, bool(clip), bad)
+        with _torch_threads_kept():
+            _render_rows(block, out[y0:y1], ids, consts, bool(clip), bad)
         _raise_nonfinite(bad, y0)
     return out
 

@@ -116,6 +116,18 @@ def test_the_same_seed_gives_the_same_sequence(policy):
     assert a.sequence.to_dict() == b.sequence.to_dict()
 
 
+def test_predicting_leaves_the_global_random_stream_alone():
+    # A training run predicts (its monitor, its validation) between updates: that must not change what the run
+    # draws next, or how often it is monitored would change the run.
+    from exposure_engine.agent.policy import Policy
+
+    fresh = Policy.random(seed=3)  # nothing built yet: the first prediction builds the inference trunks
+    before = torch.get_rng_state()
+    fresh.predict_batch(np.full((2, 64, 64, 3), 0.1, np.float32), dropout=False)
+    fresh.predict(linear_image(), seed=5)
+    assert torch.equal(before, torch.get_rng_state())
+
+
 def test_different_seeds_give_different_variants_through_dropout(policy):
     preds = policy.predict(linear_image(), variants=4, seed=10)
     assert [p.seed for p in preds] == [10, 11, 12, 13]

@@ -37,6 +37,23 @@ def test_srgb_profile_is_embedded(tmp_path, name, bits):
     assert "sRGB" in desc
 
 
+def test_the_same_pixels_written_a_second_apart_give_the_same_file(tmp_path):
+    # littlecms stamps the current time into a profile it builds: files (and the training crops seeded by a
+    # file's hash) then depended on the second they were written.
+    import struct
+    import time
+
+    from exposure_engine.imageio import icc
+
+    save_image(tmp_path / "a.png", RAMP, bits=16)
+    icc.srgb_profile_bytes.cache_clear()  # built again, by littlecms, a second later
+    time.sleep(1.1)
+    save_image(tmp_path / "b.png", RAMP, bits=16)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert struct.unpack(">6H", srgb_profile_bytes()[24:36]) == icc.PROFILE_DATE
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile_bytes())))
+
+
 def test_values_outside_the_display_range_are_clipped(tmp_path):
     img = np.array([[[-0.5, 0.5, 2.0]]], np.float32)
     save_image(tmp_path / "o.png", img)

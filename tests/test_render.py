@@ -11,6 +11,7 @@ implementation can then be closer to torch float32 than torch float32 is to the 
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -393,3 +394,29 @@ def test_bench_render_rejects_more_threads_than_numba_may_use():
     with pytest.raises(SystemExit):  # argparse: not a positive integer
         main(["bench", "render", "--threads", "0"])
     assert main(["bench", "render", "--threads", str(numba.config.NUMBA_NUM_THREADS + 1)]) == 2
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_render_leaves_torchs_thread_count_alone(in_place):
+    # numba's OpenMP layer sets the calling thread's OpenMP thread count (once per process, after a prediction
+    # here), and torch reads the same setting: a 1-thread training run that validated its weights ran on every
+    # core afterwards. A fresh interpreter, because it happens once per process.
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, torch
+from exposure_engine.agent.policy import Policy
+from exposure_engine.renderer import render
+from exposure_engine.benchmarks.render import COSTLY_SEQUENCE
+torch.set_num_threads(1)
+Policy.random(seed=0).predict_batch(np.full((2, 64, 64, 3), 0.1, np.float32), dropout=False)  # as a monitor does
+img = np.random.default_rng(0).random((96, 64, 3), dtype=np.float32)
+render(img, COSTLY_SEQUENCE, out=img if {in_place} else None)
+render(img[:, ::2], COSTLY_SEQUENCE)  # strided: the row-block path
+print(torch.get_num_threads())
+"""
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # more than torch's one, even on a one-core machine
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["1"]

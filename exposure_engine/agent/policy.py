@@ -177,7 +177,10 @@ class Policy:
         trunks = [*self.actor.select_trunk.parameters(), *self.actor.param_trunk.parameters()]
         key = tuple((id(w), w._version) for w in trunks)
         if self._fused_trunks is None or self._fused_key != key:
-            self._fused_trunks = FusedTrunks(self.actor).to(self.device)
+            # Its layers' default initialisation (overwritten at once) would draw from the global generator: a
+            # training run's monitor predicting would move the run's random stream.
+            with torch.random.fork_rng(devices=[]):
+                self._fused_trunks = FusedTrunks(self.actor).to(self.device)
             self._fused_trunks.prepack()
             self._fused_key = key
         return self._fused_trunks

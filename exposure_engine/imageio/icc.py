@@ -167,12 +167,29 @@ def parse_matrix_profile(data: bytes) -> MatrixProfile:
     return MatrixProfile(desc, "RGB", np.array(cols).T, tuple(c for c, _ in parsed), tuple(g for _, g in parsed))
 
 
+#: The creation date-time written into the header of the sRGB profile we embed (ICC.1 7.2.8: six big-endian
+#: uint16, year to second). littlecms stamps the current time there, which made every file we write, and every
+#: training crop seeded by a file's hash, depend on the second it was written.
+PROFILE_DATE = (2026, 1, 1, 0, 0, 0)
+
+
 @lru_cache(maxsize=1)
 def srgb_profile_bytes() -> bytes:
-    """The sRGB ICC profile littlecms builds (embedded in every file we write)."""
+    """The sRGB ICC profile littlecms builds (embedded in every file we write), with a fixed creation date
+    (:data:`PROFILE_DATE`) so that the same pixels always give the same file."""
+    import hashlib
+    import struct
+
     from PIL import ImageCms
 
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    data[24:36] = struct.pack(">6H", *PROFILE_DATE)
+    if any(data[84:100]):  # a profile ID covers the date: recompute it (ICC.1 7.2.18: flags, intent, ID zeroed)
+        masked = bytearray(data)
+        masked[44:48] = masked[64:68] = b"\0" * 4
+        masked[84:100] = b"\0" * 16
+        data[84:100] = hashlib.md5(masked).digest()
+    return bytes(data)
 
 
 @lru_cache(maxsize=1)
