@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.validate < 0:
         raise CLIError(f"--validate must be >= 0, got {args.validate}")
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
-                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed, train_seed=args.train_seed,
-                      trainer=args.trainer,
-                      device=device, resume=args.resume, validate=args.validate, snapshots=args.snapshots)
+                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed,
+                      train_seed=args.train_seed, trainer=args.trainer, device=device, resume=args.resume,
+                      validate=args.validate, snapshots=args.snapshots)
     try:
         results = run_bench(cfg)
     except EvalInputError as e:

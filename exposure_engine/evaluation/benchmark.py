@@ -390,8 +390,8 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     if trainer is not None:
         pairs = validation_pairs(style, train_photos, train_raw, cfg.validate) if cfg.validate > 0 else None
         job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
-                          out / "model", cfg.minutes, cfg.seed if cfg.train_seed is None else cfg.train_seed, cfg.device,
-                          cfg.resume, pairs, cfg.snapshots)
+                          out / "model", cfg.minutes, cfg.seed if cfg.train_seed is None else cfg.train_seed,
+                          cfg.device, cfg.resume, pairs, cfg.snapshots)
         t1 = time.perf_counter()
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}

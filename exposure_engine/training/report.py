@@ -178,6 +178,7 @@ def compare_runs(folders: list[str | Path], png: str | Path, labels: list[str] |
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
 
     p = argparse.ArgumentParser(prog="python -m exposure_engine.training.report",
                                 description="Plot several training runs side by side (validation PSNR, histogram "
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(compare_runs(args.runs, args.out, labels))
     except ValueError as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
