@@ -217,7 +217,7 @@ def _scan_nonfinite(img, bad):
 
 @contextlib.contextmanager
 def _torch_threads_kept():
-    """Around a parallel kernel: numba's OpenMP layer may set the calling thread's OpenMP thread count when it
+    """Around the parallel kernels (it decorates :func:`render`): numba's OpenMP layer may set the calling thread's OpenMP thread count when it
     launches (omp_set_num_threads), and torch reads that same setting as its intra-op thread count. Without this, a
     render after a prediction moved torch from 1 to numba's 2 threads (measured), so a process that pins torch to
     one thread (``retouch``, a daemon worker) ran its later predictions on every core."""
@@ -283,6 +283,7 @@ def _raise_nonfinite(bad: np.ndarray, y0: int = 0) -> None:
                          f"(row {y0 + y}, column {int(bad[y])}); {rows.size} row(s) affected")
 
 
+@_torch_threads_kept()
 def render(image: np.ndarray, sequence: EditSequence | dict | str, *, clip: bool = True,
            out: np.ndarray | None = None) -> np.ndarray:
     """Apply ``sequence`` to ``image``.
@@ -322,13 +323,11 @@ def render(image: np.ndarray, sequence: EditSequence | dict | str, *, clip: bool
                              "in place, or a separate array")
         # In place: a non-finite pixel must be reported before the image is overwritten.
         bad = np.empty(h, np.int64)
-        with _torch_threads_kept():
-            _scan_nonfinite(image, bad)
+        _scan_nonfinite(image, bad)
         _raise_nonfinite(bad)
     if direct:
         bad = np.empty(h, np.int64)
-        with _torch_threads_kept():
-            _render_rows(image, out, ids, consts, bool(clip), bad)
+        _render_rows(image, out, ids, consts, bool(clip), bad)
         _raise_nonfinite(bad)
         return out
     # Other dtypes or strides: blocks of rows converted into a small float32 C-contiguous buffer.
@@ -337,8 +336,7 @@ def render(image: np.ndarray, sequence: EditSequence | dict | str, *, clip: bool
         with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf and is reported below
             block = np.ascontiguousarray(image[y0:y1], dtype=np.float32)
         bad = np.empty(y1 - y0, np.int64)
-        with _torch_threads_kept():
-            _render_rows(block, out[y0:y1], ids, consts, bool(clip), bad)
+        _render_rows(block, out[y0:y1], ids, consts, bool(clip), bad)
         _raise_nonfinite(bad, y0)
     return out
 

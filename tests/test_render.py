@@ -399,8 +399,8 @@ def test_bench_render_rejects_more_threads_than_numba_may_use():
 @pytest.mark.parametrize("in_place", [False, True])
 def test_a_render_leaves_torchs_thread_count_alone(in_place):
     # numba's OpenMP layer sets the calling thread's OpenMP thread count (once per process, after a prediction
-    # here), and torch reads the same setting: a 1-thread training run that validated its weights ran on every
-    # core afterwards. A fresh interpreter, because it happens once per process.
+    # here), and torch reads the same setting: a process that pins torch to one thread (retouch, a daemon worker)
+    # ran its later predictions on every core. A fresh interpreter, because it happens once per process.
     import subprocess
     import sys
 

@@ -211,10 +211,11 @@ def best_trainer(pattern: str) -> Trainer:
         folders = sorted(glob.glob(pattern.replace("{style}", job.style)))
         if not folders:
             raise EvalInputError(f"--trainer best:{pattern}: no model folder matches for style {job.style!r}")
-        scored = [(validation_psnr(Policy.load(f), job.validation), f) for f in folders]
-        best_psnr, best = max(scored)
-        return Policy.load(best), {"trainer": "best", "model": best, "val_psnr": round(best_psnr, 3),
-                                   "candidates": {f: round(v, 3) for v, f in scored}}
+        policies = {f: Policy.load(f) for f in folders}
+        scores = {f: validation_psnr(pol, job.validation) for f, pol in policies.items()}
+        best = max(scores, key=scores.get)
+        return policies[best], {"trainer": "best", "model": best, "val_psnr": round(scores[best], 3),
+                                "candidates": {f: round(v, 3) for f, v in scores.items()}}
 
     return run
 
