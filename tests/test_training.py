@@ -242,6 +242,77 @@ def test_agent_step_trains_actor_and_value_but_never_the_critic():
     assert sum(logs["usage"]) == 8
 
 
+def test_expected_choice_gradient_scores_each_filter_as_if_it_had_been_chosen():
+    """choice_gradient="expected": Q(s, a) of every filter, each computed as the sampled path would if a were drawn."""
+    from exposure_engine.agent.networks import apply_chosen
+    from exposure_engine.training.loop import expected_q
+
+    torch.manual_seed(2)
+    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+    img = torch.rand(6, 3, 64, 64) * 1.3  # some pixels over 1: the over-exposure term counts
+    used = (torch.rand(6, 8) < 0.3).float()
+    for step_no in (1, TINY_RECIPE.n_steps - 1):  # a middle step (V(s') counts) and the last (V(s') = 0)
+        step = torch.full((6,), step_no, dtype=torch.long)
+        with torch.no_grad():
+            _, packed_all = actor(img, step, used)
+            d_in = disc(img)
+            q = expected_q(disc, value, img, d_in, used, step + 1, step + 1 >= TINY_RECIPE.n_steps, packed_all,
+                           TINY_RECIPE)
+            for a in range(8):
+                ch = torch.full((6,), a, dtype=torch.long)
+                out = apply_chosen(img, ch, packed_all[:, a])
+                u = used.clone()
+                u[:, a] = 1.0
+                v_next = value(out, step + 1, u) * (step_no + 1 < TINY_RECIPE.n_steps)
+                r = (0.05 * (disc(out) - d_in) - torch.clamp(out - 1, min=0).pow(2).flatten(1).mean(1)
+                     - used[:, a])
+                torch.testing.assert_close(q[:, a], r + v_next, rtol=1e-4, atol=1e-5)
+
+
+def test_expected_choice_gradient_raises_the_expected_q_with_no_sampling_noise():
+    """One exact expected-gradient step on pi1 raises sum_a pi1(a) Q(s, a) by the same amount whichever filters
+    were sampled (REINFORCE's step would depend on the sample)."""
+    from exposure_engine.training.loop import expected_q
+
+    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+
+    class GreyCritic(torch.nn.Module):  # D = -(colourfulness): filters differ clearly in what they gain
+        def forward(self, x):
+            return -20.0 * (x - x.mean(1, keepdim=True)).abs().flatten(1).mean(1)
+
+    disc = GreyCritic()
+    img = torch.rand(16, 3, 64, 64) * 0.5
+    step, used = torch.zeros(16, dtype=torch.long), torch.zeros(16, 8)
+    recipe = recipes.get("cpu-fast", **TINY, choice_gradient="expected", entropy_weight=0.0)
+    gains = []
+    for sample_seed in range(3):
+        torch.manual_seed(0)
+        actor, value = Actor(arch).eval(), Value(arch)  # no dropout: the sampled filters are all that differ
+        with torch.no_grad():
+            probs, packed_all = actor(img, step, used)
+            q = expected_q(disc, value, img, disc(img), used, step + 1, step + 1 >= recipe.n_steps, packed_all,
+                           recipe)
+            before = float((probs * q).sum(1).mean())
+        opt = torch.optim.SGD(actor.select.parameters(), lr=0.05)  # pi1's head only: pi2 stays put
+        torch.manual_seed(100 + sample_seed)
+        loss, *_ = agent_step(actor, value, disc, img, step, used, recipe, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            gains.append(float((actor(img, step, used)[0] * q).sum(1).mean()) - before)
+    assert min(gains) > 0
+    assert max(gains) - min(gains) <= 1e-6 * max(gains)
+
+
+def test_choice_gradient_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match="choice_gradient"):
+        recipes.get("cpu-fast", choice_gradient="greedy")
+    with pytest.raises(KeyError, match="bad.json.*choice_gradient"):
+        recipes.get(str(tiny_recipe_file(tmp_path / "bad.json", choice_gradient="greedy")))
+
+
 # --- the loop -------------------------------------------------------------------------------------------------
 
 

@@ -183,13 +183,38 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     v = value(img, step, used)
     adv = q.detach() - v
     value_loss = adv.pow(2).mean()
-    logp = torch.log(probs[rows, choice])
-    actor_loss = (-q - logp * adv.detach()).mean()
+    if recipe.choice_gradient == "expected":
+        choice_loss = -(probs * (expected_q(disc, value, img, d_in, used, new_step, done, packed_all.detach(), recipe)
+                                 - v.detach().unsqueeze(1))).sum(1)
+    else:
+        choice_loss = -torch.log(probs[rows, choice]) * adv.detach()
+    actor_loss = (-q + choice_loss).mean()
     logs = {"actor_loss": actor_loss.detach(), "value_loss": value_loss.detach(),
             "reward": reward.detach().mean(), "d_gain": (d_out - d_in).detach().mean(),
             "overexposure": over.detach().mean(), "entropy": ent.detach().mean(),
             "reuse": reused.mean(), "usage": torch.bincount(choice, minlength=F.N_FILTERS)}
     return actor_loss + value_loss, new_img.detach(), new_step, new_used, logs
+
+
+def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch.Tensor, used: torch.Tensor,
+               new_step: torch.Tensor, done: torch.Tensor, packed_all: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """``(B, 8)``: each filter's Q(s, a) = r(s, a) + V(s') with the parameters the actor proposed for it, without
+    gradients (recipe ``choice_gradient="expected"``). The entropy penalty is left out: it is the same for every
+    filter, so it cannot move the choice's expected gradient (it acts through its own gradient in the loss)."""
+    b, n = img.shape[0], F.N_FILTERS
+    with torch.no_grad():
+        # every filter on the whole batch, filter-major: (8B, 3, S, S), one D and one V call for all of them
+        outs = torch.cat([f.apply(img, packed_all[:, f.index, : f.n_packed]) for f in F.FILTERS])
+        choice = torch.arange(n, device=img.device).repeat_interleave(b)
+        used_all = used.repeat(n, 1)
+        used_all[torch.arange(n * b, device=img.device), choice] = 1.0
+        d_out = disc(outs).view(n, b)
+        v_next = value(outs, new_step.repeat(n), used_all).view(n, b)
+        v_next = torch.where(done.unsqueeze(0), torch.zeros_like(v_next), v_next)
+        over = torch.clamp(outs - 1.0, min=0.0).pow(2).flatten(1).mean(1).view(n, b)
+        reward = (recipe.reward_scale * (d_out - d_in.unsqueeze(0)) - recipe.overexposure_weight * over
+                  - recipe.reuse_penalty * used.t())
+        return (reward + v_next).t()
 
 
 # --------------------------------------------------------------------------------------------------------------

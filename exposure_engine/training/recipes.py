@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 
+CHOICE_GRADIENTS = ("sampled", "expected")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -46,6 +49,16 @@ class Recipe:
     monitor_every: int = 100  # iterations between histogram-intersection checks on held-out proxies
     ema: float = 0.0  # > 0: keep an exponential moving average of the actor's weights (decay per iteration) and
     #                   ship that instead of the last iterate (Polyak averaging; not in the paper; 0 = off)
+    # How pi1 (the filter choice) learns. "sampled": REINFORCE with the TD advantage of the one filter drawn (the
+    # paper). "expected": the exact expectation over all eight filters, sum_a pi1(a) Q(s, a), each filter's Q
+    # evaluated with the parameters pi2 proposed for it (D and V without gradients; "all-action" or mean
+    # actor-critic, not in the paper): no sampling noise in the choice's gradient, ~8 extra D and V forwards per step.
+    choice_gradient: str = "sampled"
+
+    def __post_init__(self):
+        if self.choice_gradient not in CHOICE_GRADIENTS:
+            raise ValueError(f"recipe {self.name!r}: choice_gradient {self.choice_gradient!r} is not one of "
+                             f"{', '.join(CHOICE_GRADIENTS)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,7 +122,10 @@ def get(name: str, **overrides) -> Recipe:
             raise KeyError(f"recipe file {name}: unknown fields {', '.join(sorted(unknown))}")
         base = get(d.pop("base", "cpu-fast"))
         merged = {**base.to_dict(), "name": Path(name).stem, **d}
-        r = Recipe.from_dict(merged)
+        try:
+            r = Recipe.from_dict(merged)
+        except (TypeError, ValueError) as e:
+            raise KeyError(f"recipe file {name}: {e}") from None
     else:
         try:
             r = RECIPES[name]
