@@ -278,6 +278,24 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
     assert res["summary"]["oracle_psnr"] == pytest.approx(bench["exposure_oracle"]["paired"]["psnr"], abs=1e-6)
     assert res["summary"]["agent_psnr"] == pytest.approx(bench["agent"]["paired"]["psnr"], abs=1e-6)
     assert all(math.isfinite(r["agent_brightness_error"]) for r in res["rows"])
+    resp = res["summary"]["brightness_response"]
+    assert resp["truth"]["corr"] == pytest.approx(1.0) and set(resp) == {"agent", "oracle", "truth"}
+    assert all(r["agent_brightness_error"] == pytest.approx(r["agent_log2_brightness"] - r["truth_log2_brightness"])
+               for r in res["rows"])
+
+
+def test_brightness_response_tells_following_from_flattening_and_inverting():
+    from exposure_engine.evaluation.oracle import brightness_response
+
+    inputs = np.array([-6.0, -5.0, -4.0, -3.0])
+    truths = 0.5 * inputs - 1.0  # half a stop out per stop in
+    same = brightness_response(inputs, truths, truths)
+    assert same["slope"] == pytest.approx(0.5) and same["corr"] == pytest.approx(1.0)
+    assert same["spread"] == pytest.approx(truths.std())
+    flat = brightness_response(inputs, np.full(4, -2.0), truths)  # every output equally bright
+    assert flat["slope"] == pytest.approx(0.0, abs=1e-12) and flat["spread"] == 0.0 and math.isnan(flat["corr"])
+    inverted = brightness_response(inputs, truths[::-1].copy(), truths)  # brighter inputs come out darker
+    assert inverted["slope"] == pytest.approx(-0.5) and inverted["corr"] == pytest.approx(-1.0)
 
 
 def test_bench_quality_refuses_too_few_photos_and_unknown_styles(tmp_path, capsys):

@@ -10,6 +10,11 @@ white-balance cast and desaturation) is left as it is::
         --model RUN/noir/model [--test 20 --size 384 --seed 0]
 
 Brightness error of an output: ``log2`` of its mean linear luminance over the ground truth's (0 = as bright).
+Brightness response (summary ``brightness_response``): how the outputs' log2 brightness follows the inputs' over
+the test photos, for the agent, the oracle and the ground truth: ``slope`` (stops out per stop in; 0 = every
+output equally bright, negative = brighter inputs come out darker), ``spread`` (standard deviation, stops) and
+``corr`` (correlation with the ground truth's). An unpaired critic sees only the target set, so an agent can
+match its brightness distribution and still get each photo's brightness wrong.
 """
 from __future__ import annotations
 
@@ -23,10 +28,22 @@ from . import metrics as M
 from . import styles as S
 
 
-def _brightness_error(display: np.ndarray, truth: np.ndarray) -> float:
+def _log2_brightness(display: np.ndarray) -> float:
     from ..training.unprocess import srgb_to_linear
 
-    return float(np.log2(BM.mean_luminance(srgb_to_linear(display)) / BM.mean_luminance(srgb_to_linear(truth))))
+    return float(np.log2(BM.mean_luminance(srgb_to_linear(display))))
+
+
+def _brightness_error(display: np.ndarray, truth: np.ndarray) -> float:
+    return _log2_brightness(display) - _log2_brightness(truth)
+
+
+def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndarray) -> dict:
+    """Slope, spread and correlation with the truths of the outputs' log2 brightness against the inputs' (all
+    ``(N,)`` log2 brightnesses, N >= 2, the inputs not all equal)."""
+    inputs, outputs, truths = (np.asarray(v, np.float64) for v in (inputs, outputs, truths))
+    corr = float(np.corrcoef(outputs, truths)[0, 1]) if np.ptp(outputs) > 0 and np.ptp(truths) > 0 else float("nan")
+    return {"slope": float(np.polyfit(inputs, outputs, 1)[0]), "spread": float(outputs.std()), "corr": corr}
 
 
 def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
@@ -62,11 +79,17 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
                      "oracle_colour_left_psnr": colour_left(amounts["saturation"], amounts["gains"]),
                      "oracle_cast_left_psnr": colour_left(1.0, amounts["gains"]),
                      "oracle_desaturation_left_psnr": colour_left(amounts["saturation"], (1.0, 1.0, 1.0)),
-                     "steps": pred.sequence.labels()})
+                     "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
+                     "agent_log2_brightness": _log2_brightness(agent),
+                     "oracle_log2_brightness": _log2_brightness(oracle), "truth_log2_brightness": _log2_brightness(truth)})
     keys = [k for k in rows[0] if k.endswith("_psnr")]
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):
         summary[f"mean_abs_{k}"] = float(np.mean([abs(r[k]) for r in rows]))
+    if len(rows) >= 2 and np.ptp([r["input_log2_brightness"] for r in rows]) > 0:
+        col = {k: np.array([r[f"{k}_log2_brightness"] for r in rows]) for k in ("input", "agent", "oracle", "truth")}
+        summary["brightness_response"] = {k: brightness_response(col["input"], col[k], col["truth"])
+                                          for k in ("agent", "oracle", "truth")}
     return {"style": style_name, "model": model, "rule": list(rule), "rows": rows, "summary": summary}
 
 
@@ -91,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['oracle_cast_left_psnr']:.2f}, desaturation only {s['oracle_desaturation_left_psnr']:.2f})")
     print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
           f"{s['mean_abs_oracle_brightness_error']:.2f} EV")
+    if "brightness_response" in s:
+        print("brightness response (output stops per input stop / spread in stops / correlation with the truth's): "
+              + ", ".join(f"{k} {v['slope']:+.2f} / {v['spread']:.2f} / {v['corr']:+.2f}"
+                          for k, v in s["brightness_response"].items()))
     return 0
 
 
