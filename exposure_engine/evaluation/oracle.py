@@ -81,7 +81,8 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
                      "oracle_desaturation_left_psnr": colour_left(amounts["saturation"], (1.0, 1.0, 1.0)),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
                      "agent_log2_brightness": _log2_brightness(agent),
-                     "oracle_log2_brightness": _log2_brightness(oracle), "truth_log2_brightness": _log2_brightness(truth)})
+                     "oracle_log2_brightness": _log2_brightness(oracle),
+                     "truth_log2_brightness": _log2_brightness(truth)})
     keys = [k for k in rows[0] if k.endswith("_psnr")]
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):
