@@ -217,10 +217,11 @@ def _scan_nonfinite(img, bad):
 
 @contextlib.contextmanager
 def _torch_threads_kept():
-    """Around the parallel kernels (it decorates :func:`render`): numba's OpenMP layer may set the calling thread's OpenMP thread count when it
-    launches (omp_set_num_threads), and torch reads that same setting as its intra-op thread count. Without this, a
-    render after a prediction moved torch from 1 to numba's 2 threads (measured), so a process that pins torch to
-    one thread (``retouch``, a daemon worker) ran its later predictions on every core."""
+    """Around the parallel kernels (it decorates :func:`render`): numba's OpenMP layer may set the calling
+    thread's OpenMP thread count when it launches (omp_set_num_threads), and torch reads that same setting as its
+    intra-op thread count. Without this, a render after a prediction moved torch from 1 to numba's 2 threads
+    (measured), so a process that pins torch to one thread (``retouch``, a daemon worker) ran its later predictions
+    on every core."""
     n = torch.get_num_threads()
     try:
         yield

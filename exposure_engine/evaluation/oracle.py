@@ -34,10 +34,6 @@ def _log2_brightness(display: np.ndarray) -> float:
     return float(np.log2(BM.mean_luminance(srgb_to_linear(display))))
 
 
-def _brightness_error(display: np.ndarray, truth: np.ndarray) -> float:
-    return _log2_brightness(display) - _log2_brightness(truth)
-
-
 def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndarray) -> dict:
     """Slope, spread and correlation with the truths of the outputs' log2 brightness against the inputs' (all
     ``(N,)`` log2 brightnesses, N >= 2, the inputs not all equal)."""
@@ -73,16 +69,16 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
             photo = unprocess(p.display, UnprocessParams(ev=0.0, saturation=saturation, gains=tuple(gains)))
             return M.psnr(BM.exposure_oracle(style, photo, amounts["ev"], lum, rule), truth)
 
+        bright = {"agent": _log2_brightness(agent), "oracle": _log2_brightness(oracle),
+                  "truth": _log2_brightness(truth)}
         rows.append({"photo": p.stem, "agent_psnr": M.psnr(agent, truth), "oracle_psnr": M.psnr(oracle, truth),
-                     "agent_brightness_error": _brightness_error(agent, truth),
-                     "oracle_brightness_error": _brightness_error(oracle, truth),
+                     "agent_brightness_error": bright["agent"] - bright["truth"],
+                     "oracle_brightness_error": bright["oracle"] - bright["truth"],
                      "oracle_colour_left_psnr": colour_left(amounts["saturation"], amounts["gains"]),
                      "oracle_cast_left_psnr": colour_left(1.0, amounts["gains"]),
                      "oracle_desaturation_left_psnr": colour_left(amounts["saturation"], (1.0, 1.0, 1.0)),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
-                     "agent_log2_brightness": _log2_brightness(agent),
-                     "oracle_log2_brightness": _log2_brightness(oracle),
-                     "truth_log2_brightness": _log2_brightness(truth)})
+                     **{f"{k}_log2_brightness": v for k, v in bright.items()}})
     keys = [k for k in rows[0] if k.endswith("_psnr")]
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):

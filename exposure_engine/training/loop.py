@@ -150,6 +150,19 @@ def critic_loss(disc: Discriminator, real: torch.Tensor, fake: torch.Tensor, gp_
     return -w + gp_weight * gp, {"wasserstein": w.detach(), "gp": gp.detach()}
 
 
+def overexposure(img: torch.Tensor) -> torch.Tensor:
+    """``(B,3,S,S) -> (B,)``: the over-exposure penalty's ``mean(max(x - 1, 0)^2)`` of each image."""
+    return torch.clamp(img - 1.0, min=0.0).pow(2).flatten(1).mean(1)
+
+
+def step_reward(recipe: Recipe, d_gain: torch.Tensor, over: torch.Tensor, reused: torch.Tensor,
+                ent_pen: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The reward of a step from its critic gain ``D(s') - D(s)``, over-exposure, reuse flag and entropy penalty
+    (any broadcastable shapes): the one formula the sampled step and :func:`expected_q` share."""
+    return (recipe.reward_scale * d_gain - recipe.overexposure_weight * over - ent_pen
+            - recipe.reuse_penalty * reused)
+
+
 def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tensor, step: torch.Tensor,
                used: torch.Tensor, recipe: Recipe, progress: float
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
@@ -174,11 +187,10 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
         d_out = disc(new_img)
         v_next = value(new_img, new_step, new_used)
     v_next = torch.where(done, torch.zeros_like(v_next), v_next)
-    over = torch.clamp(new_img - 1.0, min=0.0).pow(2).flatten(1).mean(1)
+    over = overexposure(new_img)
     ent = entropy(probs)
     ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
-    reward = (recipe.reward_scale * (d_out - d_in) - recipe.overexposure_weight * over - ent_pen
-              - recipe.reuse_penalty * reused)
+    reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen)
     q = reward + v_next
     v = value(img, step, used)
     adv = q.detach() - v
@@ -211,9 +223,7 @@ def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch
         d_out = disc(outs).view(n, b)
         v_next = value(outs, new_step.repeat(n), used_all).view(n, b)
         v_next = torch.where(done.unsqueeze(0), torch.zeros_like(v_next), v_next)
-        over = torch.clamp(outs - 1.0, min=0.0).pow(2).flatten(1).mean(1).view(n, b)
-        reward = (recipe.reward_scale * (d_out - d_in.unsqueeze(0)) - recipe.overexposure_weight * over
-                  - recipe.reuse_penalty * used.t())
+        reward = step_reward(recipe, d_out - d_in.unsqueeze(0), overexposure(outs).view(n, b), used.t())
         return (reward + v_next).t()
 
 
