@@ -282,6 +282,16 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
     assert resp["truth"]["corr"] == pytest.approx(1.0) and set(resp) == {"agent", "oracle", "truth"}
     assert all(r["agent_brightness_error"] == pytest.approx(r["agent_log2_brightness"] - r["truth_log2_brightness"])
                for r in res["rows"])
+    # a model trained with the brightness anchor: the map in its config is reported beside the agent (here one
+    # that anchors every input one stop above its own brightness)
+    Policy.random(seed=0).save(tmp_path / "anchored", extra_config={"training": {"brightness_anchor": {
+        "input_levels": [-30.0, 0.0], "target_levels": [-29.0, 1.0]}}})
+    res = oracle.study(photo_dir, "punchy", str(tmp_path / "anchored"), n_test=3, size=96, seed=0)
+    rows, s = res["rows"], res["summary"]
+    assert all(r["anchor_log2_brightness"] == pytest.approx(r["input_log2_brightness"] + 1.0) for r in rows)
+    assert s["brightness_response"]["anchor"]["slope"] == pytest.approx(1.0)
+    assert s["mean_abs_agent_from_anchor"] == pytest.approx(
+        np.mean([abs(r["agent_log2_brightness"] - r["input_log2_brightness"] - 1.0) for r in rows]))
 
 
 def test_brightness_response_tells_following_from_flattening_and_inverting():

@@ -14,7 +14,10 @@ Brightness response (summary ``brightness_response``): how the outputs' log2 bri
 the test photos, for the agent, the oracle and the ground truth: ``slope`` (stops out per stop in; 0 = every
 output equally bright, negative = brighter inputs come out darker), ``spread`` (standard deviation, stops) and
 ``corr`` (correlation with the ground truth's). An unpaired critic sees only the target set, so an agent can
-match its brightness distribution and still get each photo's brightness wrong.
+match its brightness distribution and still get each photo's brightness wrong. For a model trained with the
+brightness anchor (recipe ``brightness_anchor``, training/anchor.py) the anchor's map is read from its config.json
+and reported as a fourth "method": the brightness each test input was anchored at, its error against the truth,
+and how far the agent's outputs are from it.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..training.anchor import BrightnessAnchor
 from . import benchmark as BM
 from . import metrics as M
 from . import styles as S
@@ -55,6 +59,9 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
     # The bench's rule and test inputs: the same draws and fit as run_style.
     rule = BM.exposure_rule_for(style, train, BM.draws(train, seed, test=False))
     policy = Policy.load(model)
+    # a model trained with the brightness anchor: the brightness it was asked for, beside what it gave
+    anchor_map = policy.config.get("training", {}).get("brightness_anchor")
+    anchor = None if anchor_map is None else BrightnessAnchor.from_dict(anchor_map)
     rows = []
     for p, (x, amounts) in zip(test, BM.draws(test, seed, test=True)):
         clean = BM.clean_linear(p.display)
@@ -71,6 +78,8 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
 
         bright = {"agent": _log2_brightness(agent), "oracle": _log2_brightness(oracle),
                   "truth": _log2_brightness(truth)}
+        if anchor is not None:
+            bright["anchor"] = float(anchor.of_log2(np.log2(lum)))
         rows.append({"photo": p.stem, "agent_psnr": M.psnr(agent, truth), "oracle_psnr": M.psnr(oracle, truth),
                      "agent_brightness_error": bright["agent"] - bright["truth"],
                      "oracle_brightness_error": bright["oracle"] - bright["truth"],
@@ -83,10 +92,15 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):
         summary[f"mean_abs_{k}"] = float(np.mean([abs(r[k]) for r in rows]))
+    kinds = ("agent", "oracle", "truth") + (("anchor",) if anchor is not None else ())
+    if anchor is not None:
+        summary["mean_abs_anchor_brightness_error"] = float(np.mean([abs(r["anchor_log2_brightness"]
+                                                                        - r["truth_log2_brightness"]) for r in rows]))
+        summary["mean_abs_agent_from_anchor"] = float(np.mean([abs(r["agent_log2_brightness"]
+                                                                  - r["anchor_log2_brightness"]) for r in rows]))
     if len(rows) >= 2 and np.ptp([r["input_log2_brightness"] for r in rows]) > 0:
-        col = {k: np.array([r[f"{k}_log2_brightness"] for r in rows]) for k in ("input", "agent", "oracle", "truth")}
-        summary["brightness_response"] = {k: brightness_response(col["input"], col[k], col["truth"])
-                                          for k in ("agent", "oracle", "truth")}
+        col = {k: np.array([r[f"{k}_log2_brightness"] for r in rows]) for k in ("input",) + kinds}
+        summary["brightness_response"] = {k: brightness_response(col["input"], col[k], col["truth"]) for k in kinds}
     return {"style": style_name, "model": model, "rule": list(rule), "rows": rows, "summary": summary}
 
 
@@ -110,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
           f"oracle with the input's colour left {s['oracle_colour_left_psnr']:.2f} dB (cast only "
           f"{s['oracle_cast_left_psnr']:.2f}, desaturation only {s['oracle_desaturation_left_psnr']:.2f})")
     print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
-          f"{s['mean_abs_oracle_brightness_error']:.2f} EV")
+          f"{s['mean_abs_oracle_brightness_error']:.2f} EV"
+          + (f", the model's brightness anchor {s['mean_abs_anchor_brightness_error']:.2f} EV (agent from its anchor "
+             f"{s['mean_abs_agent_from_anchor']:.2f} EV)" if "mean_abs_anchor_brightness_error" in s else ""))
     if "brightness_response" in s:
         print("brightness response (output stops per input stop / spread in stops / correlation with the truth's): "
               + ", ".join(f"{k} {v['slope']:+.2f} / {v['spread']:.2f} / {v['corr']:+.2f}"

@@ -9,7 +9,9 @@ Per iteration t of T:
    ``r = 0.05 (D(s') - D(s)) - overexposure(s') - (1 - t/T) 0.05 (ln 8 - H(pi1)) - 1.0 [filter reused]``,
    ``Q = r + V(s')`` (V(s') = 0 after the last step), advantage ``A = Q - V(s)``;
    value loss ``mean(A^2)``; actor loss ``mean(-Q - log pi1(a) A)``: the parameters get the deterministic policy
-   gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage;
+   gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage
+   (recipe options, both off by default: ``choice_gradient="expected"``, and ``brightness_anchor`` w, which adds
+   ``w (phi(s') - phi(s))`` to r, training/anchor.py);
 3. the stepped states go back to the pool; finished ones feed the critic's image pool.
 
 Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
@@ -38,6 +40,7 @@ import torch
 from .. import filters as F
 from ..agent.networks import MAX_ENTROPY, Actor, Arch, Discriminator, Value, apply_choice, entropy
 from ..agent.policy import STATE_SIZE, Policy, atomic_write
+from . import anchor as A
 from . import data as D
 from .recipes import Recipe
 from .replay import ImagePool, StatePool
@@ -156,19 +159,32 @@ def overexposure(img: torch.Tensor) -> torch.Tensor:
 
 
 def step_reward(recipe: Recipe, d_gain: torch.Tensor, over: torch.Tensor, reused: torch.Tensor,
-                ent_pen: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """The reward of a step from its critic gain ``D(s') - D(s)``, over-exposure, reuse flag and entropy penalty
-    (any broadcastable shapes): the one formula the sampled step and :func:`expected_q` share."""
+                ent_pen: torch.Tensor | float = 0.0, anchor_gain: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The reward of a step from its critic gain ``D(s') - D(s)``, over-exposure, reuse flag, entropy penalty and
+    brightness-anchor gain ``phi(s') - phi(s)`` (any broadcastable shapes): the one formula the sampled step and
+    :func:`expected_q` share."""
     return (recipe.reward_scale * d_gain - recipe.overexposure_weight * over - ent_pen
-            - recipe.reuse_penalty * reused)
+            - recipe.reuse_penalty * reused + recipe.brightness_anchor * anchor_gain)
+
+
+def anchor_gain(recipe: Recipe, img: torch.Tensor, new_img: torch.Tensor, anchor: torch.Tensor | None
+                ) -> torch.Tensor | float:
+    """``phi(s') - phi(s)`` of the brightness anchor ``(B,)`` (0 when the recipe has it off); differentiable in
+    ``new_img``."""
+    if recipe.brightness_anchor == 0.0:
+        return 0.0
+    if anchor is None:
+        raise ValueError(f"recipe {recipe.name!r} has brightness_anchor on: the step needs the episodes' anchors")
+    return A.potential(new_img, anchor) - A.potential(img, anchor)
 
 
 def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tensor, step: torch.Tensor,
-               used: torch.Tensor, recipe: Recipe, progress: float
+               used: torch.Tensor, recipe: Recipe, progress: float, anchor: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """One actor/value update's loss on a batch of states. Returns ``(loss, new_img, new_step, new_used, logs)``.
 
-    img ``(B,3,S,S)``, step ``(B,)`` long, used ``(B,8)``, all on the networks' device; ``progress`` = t / T in
+    img ``(B,3,S,S)``, step ``(B,)`` long, used ``(B,8)``, anchor ``(B,)`` (the episodes' brightness anchors; only
+    read when the recipe's ``brightness_anchor`` is on), all on the networks' device; ``progress`` = t / T in
     [0, 1]. The logs are 0-d tensors (``usage``: filter counts ``(8,)``), read by the caller when it logs."""
     b = img.shape[0]
     probs, packed_all = actor(img, step, used)
@@ -190,14 +206,15 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     over = overexposure(new_img)
     ent = entropy(probs)
     ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
-    reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen)
+    a_gain = anchor_gain(recipe, img, new_img, anchor)
+    reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain)
     q = reward + v_next
     v = value(img, step, used)
     adv = q.detach() - v
     value_loss = adv.pow(2).mean()
     if recipe.choice_gradient == "expected":
-        choice_loss = -(probs * (expected_q(disc, value, img, d_in, used, new_step, done, packed_all.detach(), recipe)
-                                 - v.detach().unsqueeze(1))).sum(1)
+        choice_loss = -(probs * (expected_q(disc, value, img, d_in, used, new_step, done, packed_all.detach(), recipe,
+                                            anchor) - v.detach().unsqueeze(1))).sum(1)
     else:
         choice_loss = -torch.log(probs[rows, choice]) * adv.detach()
     actor_loss = (-q + choice_loss).mean()
@@ -205,11 +222,15 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
             "reward": reward.detach().mean(), "d_gain": (d_out - d_in).detach().mean(),
             "overexposure": over.detach().mean(), "entropy": ent.detach().mean(),
             "reuse": reused.mean(), "usage": torch.bincount(choice, minlength=F.N_FILTERS)}
+    if recipe.brightness_anchor:  # finished images' distance from their anchors, stops (NaN: none finished here)
+        err = (A.display_log2_brightness(new_img.detach()) - anchor).abs()
+        logs["anchor_error"] = (err * done).sum() / done.sum()  # 0 / 0 = NaN, without a GPU sync
     return actor_loss + value_loss, new_img.detach(), new_step, new_used, logs
 
 
 def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch.Tensor, used: torch.Tensor,
-               new_step: torch.Tensor, done: torch.Tensor, packed_all: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+               new_step: torch.Tensor, done: torch.Tensor, packed_all: torch.Tensor, recipe: Recipe,
+               anchor: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 8)``: each filter's Q(s, a) = r(s, a) + V(s') with the parameters the actor proposed for it, without
     gradients (recipe ``choice_gradient="expected"``). The entropy penalty is left out: it is the same for every
     filter, so it cannot move the choice's expected gradient (it acts through its own gradient in the loss)."""
@@ -223,7 +244,9 @@ def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch
         d_out = disc(outs).view(n, b)
         v_next = value(outs, new_step.repeat(n), used_all).view(n, b)
         v_next = torch.where(done.unsqueeze(0), torch.zeros_like(v_next), v_next)
-        reward = step_reward(recipe, d_out - d_in.unsqueeze(0), overexposure(outs).view(n, b), used.t())
+        gain = anchor_gain(recipe, img.repeat(n, 1, 1, 1), outs, None if anchor is None else anchor.repeat(n))
+        gain = gain.view(n, b) if torch.is_tensor(gain) else gain
+        reward = step_reward(recipe, d_out - d_in.unsqueeze(0), overexposure(outs).view(n, b), used.t(), 0.0, gain)
         return (reward + v_next).t()
 
 
@@ -259,9 +282,9 @@ def validation_psnr(policy: Policy, pairs: D.ValidationPairs) -> float:
 
 
 def _log_row(acc: list[dict]) -> dict:
-    """Means of the logged 0-d tensors over ``acc`` (one GPU sync), and the summed filter counts."""
+    """Means of the logged 0-d tensors over ``acc`` (one GPU sync; NaNs skipped), and the summed filter counts."""
     keys = [k for k in acc[0] if k != "usage"]
-    means = torch.stack([torch.stack([a[k].float() for a in acc]).mean() for k in keys]).tolist()
+    means = torch.stack([torch.stack([a[k].float() for a in acc]).nanmean() for k in keys]).tolist()
     row = dict(zip(keys, means))
     row["usage"] = torch.stack([a["usage"] for a in acc]).sum(0).tolist()
     return row
@@ -354,7 +377,8 @@ def train(cfg: TrainConfig) -> dict:
     opt_a = torch.optim.Adam(actor.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio, betas=betas)
     opt_v = torch.optim.Adam(value.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio * recipe.value_lr_ratio,
                              betas=betas)
-    pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng)
+    anchor_of = A.BrightnessAnchor.fit(inputs.crops, targets.crops) if recipe.brightness_anchor else None
+    pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng, anchor_of)
     fakes = ImagePool(recipe.fake_pool_size, rng)
     history: list[dict] = []
     monitor: list[dict] = []
@@ -468,7 +492,7 @@ def train(cfg: TrainConfig) -> dict:
 
         idx, *state = pool.sample(batch)
         loss, new_img, new_step, new_used, alogs = agent_step(actor, value, disc, *(t.to(dev) for t in state),
-                                                              recipe, progress)
+                                                              recipe, progress, pool.anchor[idx].to(dev))
         opt_a.zero_grad(set_to_none=True)
         opt_v.zero_grad(set_to_none=True)
         loss.backward()
@@ -516,11 +540,13 @@ def train(cfg: TrainConfig) -> dict:
         checkpoint(it)
         name = cfg.name or out.name
         last = shipped = _cpu_copy(actor if ema is None else ema)
+        # the map the anchor used, so that evaluation can say how closely the outputs followed it
+        anchor_info = {} if anchor_of is None else {"brightness_anchor": anchor_of.to_dict()}
         selection: dict = {"rule": "last"}
         if best is not None:
             # the last weights stay available beside the selected ones (OUT/last/, an ordinary model folder)
             Policy(last, name=f"{name}@last", config={"recipe": recipe.to_dict()}).save(
-                out / "last", extra_config={"training": {"iteration": it, **cfg.extra},
+                out / "last", extra_config={"training": {"iteration": it, **anchor_info, **cfg.extra},
                                             "metrics": {"monitor": monitor[-1]}})
             shipped = copy.deepcopy(last)
             shipped.load_state_dict(best["state"])
@@ -535,7 +561,8 @@ def train(cfg: TrainConfig) -> dict:
                     "selection": selection,
                     "n_input_files": len(inputs.files), "n_target_files": len(targets.files),
                     "skipped": inputs.skipped + targets.skipped, "torch": torch.__version__,
-                    **({"gpu": torch.cuda.get_device_name(dev)} if dev.type == "cuda" else {}), **cfg.extra}
+                    **({"gpu": torch.cuda.get_device_name(dev)} if dev.type == "cuda" else {}), **anchor_info,
+                    **cfg.extra}
         pol.save(out, extra_config={"training": training,
                                     "metrics": {"monitor_histogram_intersection": monitor[-1] if monitor else None}})
         atomic_write(out / HISTORY, json.dumps({"history": history, "monitor": monitor}, indent=1).encode())

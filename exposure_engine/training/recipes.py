@@ -54,11 +54,17 @@ class Recipe:
     # evaluated with the parameters pi2 proposed for it (D and V without gradients; "all-action" or mean
     # actor-critic, not in the paper): no sampling noise in the choice's gradient, ~8 extra D and V forwards per step.
     choice_gradient: str = "sampled"
+    # > 0: the reward gets brightness_anchor * (phi(s') - phi(s)), phi = minus the state's distance in stops from
+    # its episode's anchor, the brightness the input's quantile among the inputs has among the targets
+    # (training/anchor.py; not in the paper; 0 = off).
+    brightness_anchor: float = 0.0
 
     def __post_init__(self):
         if self.choice_gradient not in CHOICE_GRADIENTS:
             raise ValueError(f"recipe {self.name!r}: choice_gradient {self.choice_gradient!r} is not one of "
                              f"{', '.join(CHOICE_GRADIENTS)}")
+        if not self.brightness_anchor >= 0.0:
+            raise ValueError(f"recipe {self.name!r}: brightness_anchor must be >= 0, not {self.brightness_anchor!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

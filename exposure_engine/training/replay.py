@@ -16,13 +16,18 @@ from .. import filters as F
 
 
 class StatePool:
-    """``size`` states: images ``(size, 3, S, S)``, step counts ``(size,)`` long, used-filter flags ``(size, 8)``."""
+    """``size`` states: images ``(size, 3, S, S)``, step counts ``(size,)`` long, used-filter flags ``(size, 8)``,
+    and each episode's brightness anchor ``(size,)`` (``anchor_of(fresh input images)``, set when an episode
+    starts and kept through its steps; zeros without ``anchor_of``)."""
 
-    def __init__(self, size: int, fresh: Callable[[int], torch.Tensor], n_steps: int, rng: np.random.Generator):
+    def __init__(self, size: int, fresh: Callable[[int], torch.Tensor], n_steps: int, rng: np.random.Generator,
+                 anchor_of: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.fresh, self.n_steps, self.rng = fresh, n_steps, rng
+        self.anchor_of = anchor_of
         self.images = fresh(size)
         self.step = torch.zeros(size, dtype=torch.long)
         self.used = torch.zeros(size, F.N_FILTERS)
+        self.anchor = self._anchors(self.images)
         # All states start at step 0; random sampling of batches desynchronises their step counts within a few
         # dozen iterations, after which every batch mixes all steps.
 
@@ -45,16 +50,22 @@ class StatePool:
         k = int(done.sum())
         if k:
             rows = idx[done]
-            self.images[rows] = self.fresh(k)
+            self.images[rows] = new = self.fresh(k)
             self.step[rows] = 0
             self.used[rows] = 0.0
+            self.anchor[rows] = self._anchors(new)
         return finished
 
+    def _anchors(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(images.shape[0]) if self.anchor_of is None else self.anchor_of(images).float()
+
     def state_dict(self) -> dict:
-        return {"images": self.images, "step": self.step, "used": self.used}
+        return {"images": self.images, "step": self.step, "used": self.used, "anchor": self.anchor}
 
     def load_state_dict(self, d: dict) -> None:
         self.images, self.step, self.used = d["images"], d["step"], d["used"]
+        # checkpoints from before the anchor existed: the states' own anchors (exact for those still at step 0)
+        self.anchor = d["anchor"] if "anchor" in d else self._anchors(self.images)
 
 
 class ImagePool:

@@ -89,7 +89,10 @@ def write_report(history: list[dict], monitor: list[dict], folder: str | Path) -
         ax[0].plot(its[len(its) - len(s):], s, label=lab)
     ax[0].legend()
     ax[0].set_title("reward")
-    for k, lab in (("entropy", "entropy of pi1 (nats)"), ("reuse", "filter reuse rate"), ("overexposure", "over-exposure")):
+    terms = [("entropy", "entropy of pi1 (nats)"), ("reuse", "filter reuse rate"), ("overexposure", "over-exposure")]
+    if all("anchor_error" in h for h in history):  # recipe brightness_anchor: finished images' distance from it
+        terms.append(("anchor_error", "|brightness - anchor| (stops)"))
+    for k, lab in terms:
         v = col(k)
         s = smooth(v)
         ax[1].plot(its[len(its) - len(s):], s, label=lab)

@@ -48,7 +48,7 @@ def measure(recipe_name: str, iterations: int = 6, threads: int | None = None, d
             loss.backward()
             opt_d.step()
         loss, *_ = agent_step(actor, value, disc, img, torch.randint(0, r.n_steps, (b,), device=dev),
-                              torch.zeros(b, 8, device=dev), r, 0.5)
+                              torch.zeros(b, 8, device=dev), r, 0.5, torch.full((b,), -2.0, device=dev))
         opt.zero_grad()
         loss.backward()
         opt.step()

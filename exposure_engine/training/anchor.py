@@ -1,0 +1,101 @@
+"""The brightness anchor (recipe ``brightness_anchor``; not in the paper, off by default).
+
+The unpaired critic judges each output alone, so nothing in the paper's objective ties how bright an output is to
+how bright its input was: a policy that makes every photo equally bright can satisfy the critic and still be far
+from each photo's own look (docs/evaluation.md, "Where the paired error is"). The anchor adds that tie without
+pairs: each input's brightness is mapped to a target brightness by the 1-D optimal transport map between the two
+sets' brightness distributions (input quantile -> the same quantile of the targets), i.e. "the k-th brightest
+input should become the k-th brightest finished photo". It uses only the two marginals, like the critic.
+
+Brightness is ``log2`` of the mean linear luminance (the paper's weights, ``filters.LUM_*``): of the linear input
+as it is, and of a state or target read as display-encoded sRGB (what the agent's finished outputs are).
+
+The reward gets the potential-based term ``w (phi(s') - phi(s))`` with ``phi(s) = -|b(s) - anchor|``: its sum over
+an episode is the finished image's distance in stops minus the input's (a constant), so it pulls only the final
+brightness, and it gives every step's parameters a gradient through the differentiable filter.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import filters as F
+
+_FLOOR = 1e-6  # luminance floor: a black image has brightness log2(1e-6), not -inf
+
+
+def _lum(x: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W) -> (B,)`` mean luminance."""
+    return (F.LUM_R * x[:, 0] + F.LUM_G * x[:, 1] + F.LUM_B * x[:, 2]).flatten(1).mean(1)
+
+
+def linear_log2_brightness(img: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)`` linear RGB -> ``(B,)`` log2 mean luminance."""
+    return torch.log2(_lum(img.clamp(0.0, 1.0)).clamp_min(_FLOOR))
+
+
+def display_log2_brightness(img: torch.Tensor) -> torch.Tensor:
+    """``(B,3,H,W)`` display-encoded sRGB -> ``(B,)`` log2 mean linear luminance (differentiable: the exact sRGB
+    decoding, values clipped to [0, 1] as the renderer's output is)."""
+    y = img.clamp(0.0, 1.0)
+    lin = torch.where(y <= 0.04045, y / 12.92, ((y + 0.055) / 1.055).clamp_min(1e-12) ** 2.4)
+    return torch.log2(_lum(lin).clamp_min(_FLOOR))
+
+
+def _hwc(crops: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(crops, np.float32).transpose(0, 3, 1, 2)))
+
+
+class BrightnessAnchor:
+    """The quantile map from input brightness to target brightness: ``N_LEVELS`` quantiles of each set, and
+    piecewise-linear interpolation between them (input quantile -> the same quantile of the targets).
+
+    Fitted with :meth:`fit`; :meth:`to_dict` / :meth:`from_dict` store it (the trainer writes it into the model's
+    config.json). Calling it on linear input images ``(B,3,S,S)`` gives their anchors ``(B,)`` in log2 brightness;
+    inputs darker or brighter than every training input get the darkest or brightest target's brightness."""
+
+    N_LEVELS = 101
+
+    def __init__(self, input_levels, target_levels):
+        self.input_levels = np.asarray(input_levels, np.float64)
+        self.target_levels = np.asarray(target_levels, np.float64)
+        if self.input_levels.shape != self.target_levels.shape or self.input_levels.ndim != 1:
+            raise ValueError("the brightness anchor needs as many input as target levels")
+        if np.any(np.diff(self.input_levels) < 0) or np.any(np.diff(self.target_levels) < 0):
+            raise ValueError("the brightness anchor's levels must be sorted")
+
+    @classmethod
+    def fit(cls, inputs: np.ndarray, targets: np.ndarray) -> "BrightnessAnchor":
+        """From training crops: ``inputs`` ``(N,H,W,3)`` linear, ``targets`` ``(M,H,W,3)`` display sRGB."""
+        if len(inputs) < 2 or len(targets) < 2:
+            raise ValueError("the brightness anchor needs at least two input and two target crops")
+        q = np.linspace(0.0, 1.0, cls.N_LEVELS)
+        with torch.no_grad():
+            b_in = linear_log2_brightness(_hwc(inputs)).numpy().astype(np.float64)
+            b_tg = display_log2_brightness(_hwc(targets)).numpy().astype(np.float64)
+        return cls(np.quantile(b_in, q), np.quantile(b_tg, q))
+
+    def to_dict(self) -> dict:
+        return {"input_levels": [round(float(v), 5) for v in self.input_levels],
+                "target_levels": [round(float(v), 5) for v in self.target_levels]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BrightnessAnchor":
+        return cls(d["input_levels"], d["target_levels"])
+
+    def of_log2(self, b: np.ndarray) -> np.ndarray:
+        """Anchors (log2 brightness) of inputs of log2 brightness ``b`` (any shape)."""
+        return np.interp(np.asarray(b, np.float64), self.input_levels, self.target_levels)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            b = linear_log2_brightness(images).cpu().numpy()
+        return torch.from_numpy(self.of_log2(b).astype(np.float32))
+
+
+def potential(img: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """``phi(s) = -|b(s) - anchor|`` in stops, ``(B,3,S,S), (B,) -> (B,)`` (the state read as display sRGB)."""
+    return -(display_log2_brightness(img) - anchor).abs()
+
+
+__all__ = ["BrightnessAnchor", "display_log2_brightness", "linear_log2_brightness", "potential"]
