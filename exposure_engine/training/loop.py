@@ -168,14 +168,17 @@ def step_reward(recipe: Recipe, d_gain: torch.Tensor, over: torch.Tensor, reused
 
 
 def anchor_gain(recipe: Recipe, img: torch.Tensor, new_img: torch.Tensor, anchor: torch.Tensor | None
-                ) -> torch.Tensor | float:
-    """``phi(s') - phi(s)`` of the brightness anchor ``(B,)`` (0 when the recipe has it off); differentiable in
-    ``new_img``."""
+                ) -> tuple[torch.Tensor | float, torch.Tensor | None]:
+    """``(phi(s') - phi(s), |b(s') - anchor|)`` of the brightness anchor, ``(B,)`` each (``(0, None)`` when the
+    recipe has it off); the gain is differentiable in ``new_img``, the distance (stops, for the logs) is not."""
     if recipe.brightness_anchor == 0.0:
-        return 0.0
+        return 0.0, None
     if anchor is None:
         raise ValueError(f"recipe {recipe.name!r} has brightness_anchor on: the step needs the episodes' anchors")
-    return A.potential(new_img, anchor) - A.potential(img, anchor)
+    with torch.no_grad():
+        before = A.potential(img, anchor)  # a state of the pool: no gradient to carry
+    after = A.potential(new_img, anchor)
+    return after - before, -after.detach()
 
 
 def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tensor, step: torch.Tensor,
@@ -206,7 +209,7 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     over = overexposure(new_img)
     ent = entropy(probs)
     ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
-    a_gain = anchor_gain(recipe, img, new_img, anchor)
+    a_gain, a_dist = anchor_gain(recipe, img, new_img, anchor)
     reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain)
     q = reward + v_next
     v = value(img, step, used)
@@ -222,9 +225,8 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
             "reward": reward.detach().mean(), "d_gain": (d_out - d_in).detach().mean(),
             "overexposure": over.detach().mean(), "entropy": ent.detach().mean(),
             "reuse": reused.mean(), "usage": torch.bincount(choice, minlength=F.N_FILTERS)}
-    if recipe.brightness_anchor:  # finished images' distance from their anchors, stops (NaN: none finished here)
-        err = (A.display_log2_brightness(new_img.detach()) - anchor).abs()
-        logs["anchor_error"] = (err * done).sum() / done.sum()  # 0 / 0 = NaN, without a GPU sync
+    if a_dist is not None:  # finished images' distance from their anchors, stops (NaN: none finished here)
+        logs["anchor_error"] = (a_dist * done).sum() / done.sum()  # 0 / 0 = NaN, without a GPU sync
     return actor_loss + value_loss, new_img.detach(), new_step, new_used, logs
 
 
@@ -244,7 +246,7 @@ def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch
         d_out = disc(outs).view(n, b)
         v_next = value(outs, new_step.repeat(n), used_all).view(n, b)
         v_next = torch.where(done.unsqueeze(0), torch.zeros_like(v_next), v_next)
-        gain = anchor_gain(recipe, img.repeat(n, 1, 1, 1), outs, None if anchor is None else anchor.repeat(n))
+        gain, _ = anchor_gain(recipe, img.repeat(n, 1, 1, 1), outs, None if anchor is None else anchor.repeat(n))
         gain = gain.view(n, b) if torch.is_tensor(gain) else gain
         reward = step_reward(recipe, d_out - d_in.unsqueeze(0), overexposure(outs).view(n, b), used.t(), 0.0, gain)
         return (reward + v_next).t()
