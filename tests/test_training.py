@@ -29,6 +29,8 @@ from exposure_engine.training.report import proxy_histogram_intersection, write_
 TINY = dict(widths=(4, 8, 8, 8), proxy=16, head_hidden=16, batch=4, critic_steps=1, critic_steps_boost=2,
             boost_first=1, boost_every=1000, pool_size=8, fake_pool_size=8, threads=1, monitor_every=3)
 TINY_RECIPE = recipes.get("cpu-fast", **TINY)
+# the paper's reward, for the tests that check it term by term (cpu-fast adds the brightness anchor: test_anchor.py)
+PAPER_REWARD = recipes.get("cpu-fast", **TINY, brightness_anchor=0.0)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -215,12 +217,12 @@ def _zero_critic(arch: Arch) -> Discriminator:
 
 def test_reusing_a_filter_costs_one_in_reward():
     torch.manual_seed(0)
-    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    arch = Arch.from_dict(PAPER_REWARD.arch_dict())
     actor, value, disc = Actor(arch), Value(arch), _zero_critic(arch)  # D constant: no critic reward
     img = torch.rand(16, 3, 64, 64) * 0.2
     step = torch.full((16,), 2, dtype=torch.long)
-    _, _, _, _, fresh = agent_step(actor, value, disc, img, step, torch.zeros(16, 8), TINY_RECIPE, 0.5)
-    _, _, _, _, reused = agent_step(actor, value, disc, img, step, torch.ones(16, 8), TINY_RECIPE, 0.5)
+    _, _, _, _, fresh = agent_step(actor, value, disc, img, step, torch.zeros(16, 8), PAPER_REWARD, 0.5)
+    _, _, _, _, reused = agent_step(actor, value, disc, img, step, torch.ones(16, 8), PAPER_REWARD, 0.5)
     assert fresh["reuse"] == 0 and reused["reuse"] == 1
     # entropy penalty <= 0.5 * 0.05 * ln 8 ~ 0.052; no over-exposure on a dark image
     assert -0.06 < fresh["reward"] <= 0 and -1.06 < reused["reward"] <= -1.0
@@ -228,11 +230,11 @@ def test_reusing_a_filter_costs_one_in_reward():
 
 def test_agent_step_trains_actor_and_value_but_never_the_critic():
     torch.manual_seed(1)
-    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    arch = Arch.from_dict(PAPER_REWARD.arch_dict())
     actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
     img = torch.rand(8, 3, 64, 64) * 0.2
     loss, new_img, new_step, new_used, logs = agent_step(actor, value, disc, img, torch.zeros(8, dtype=torch.long),
-                                                         torch.zeros(8, 8), TINY_RECIPE, 0.0)
+                                                         torch.zeros(8, 8), PAPER_REWARD, 0.0)
     loss.backward()
     assert all(p.grad is None for p in disc.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.heads.parameters())
@@ -248,23 +250,23 @@ def test_expected_choice_gradient_scores_each_filter_as_if_it_had_been_chosen():
     from exposure_engine.training.loop import expected_q
 
     torch.manual_seed(2)
-    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    arch = Arch.from_dict(PAPER_REWARD.arch_dict())
     actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
     img = torch.rand(6, 3, 64, 64) * 1.3  # some pixels over 1: the over-exposure term counts
     used = (torch.rand(6, 8) < 0.3).float()
-    for step_no in (1, TINY_RECIPE.n_steps - 1):  # a middle step (V(s') counts) and the last (V(s') = 0)
+    for step_no in (1, PAPER_REWARD.n_steps - 1):  # a middle step (V(s') counts) and the last (V(s') = 0)
         step = torch.full((6,), step_no, dtype=torch.long)
         with torch.no_grad():
             _, packed_all = actor(img, step, used)
             d_in = disc(img)
-            q = expected_q(disc, value, img, d_in, used, step + 1, step + 1 >= TINY_RECIPE.n_steps, packed_all,
-                           TINY_RECIPE)
+            q = expected_q(disc, value, img, d_in, used, step + 1, step + 1 >= PAPER_REWARD.n_steps, packed_all,
+                           PAPER_REWARD)
             for a in range(8):
                 ch = torch.full((6,), a, dtype=torch.long)
                 out = apply_chosen(img, ch, packed_all[:, a])
                 u = used.clone()
                 u[:, a] = 1.0
-                v_next = value(out, step + 1, u) * (step_no + 1 < TINY_RECIPE.n_steps)
+                v_next = value(out, step + 1, u) * (step_no + 1 < PAPER_REWARD.n_steps)
                 r = (0.05 * (disc(out) - d_in) - torch.clamp(out - 1, min=0).pow(2).flatten(1).mean(1)
                      - used[:, a])
                 torch.testing.assert_close(q[:, a], r + v_next, rtol=1e-4, atol=1e-5)
@@ -275,7 +277,7 @@ def test_expected_choice_gradient_raises_the_expected_q_with_no_sampling_noise()
     were sampled (REINFORCE's step would depend on the sample)."""
     from exposure_engine.training.loop import expected_q
 
-    arch = Arch.from_dict(TINY_RECIPE.arch_dict())
+    arch = Arch.from_dict(PAPER_REWARD.arch_dict())
 
     class GreyCritic(torch.nn.Module):  # D = -(colourfulness): filters differ clearly in what they gain
         def forward(self, x):
@@ -284,7 +286,8 @@ def test_expected_choice_gradient_raises_the_expected_q_with_no_sampling_noise()
     disc = GreyCritic()
     img = torch.rand(16, 3, 64, 64) * 0.5
     step, used = torch.zeros(16, dtype=torch.long), torch.zeros(16, 8)
-    recipe = recipes.get("cpu-fast", **TINY, choice_gradient="expected", entropy_weight=0.0)
+    recipe = recipes.get("cpu-fast", **TINY, choice_gradient="expected", entropy_weight=0.0,
+                         brightness_anchor=0.0)
     gains = []
     for sample_seed in range(3):
         torch.manual_seed(0)
