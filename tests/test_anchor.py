@@ -161,3 +161,24 @@ def test_training_with_the_anchor_logs_how_far_the_finished_images_are(tmp_path)
     errors = [r["anchor_error"] for r in rows]
     assert len(errors) == 2 and all(np.isfinite(e) and 0 <= e < 20 for e in errors)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]["brightness_anchor"] == 0.2
+
+
+def test_the_expected_choice_gradient_scores_each_filter_with_its_anchor_term():
+    """choice_gradient="expected": every filter's Q(s, a) carries w (phi(filter_a(s)) - phi(s)), as if drawn."""
+    from exposure_engine.agent.networks import apply_chosen
+    from exposure_engine.training.loop import expected_q
+
+    torch.manual_seed(4)
+    arch = Arch.from_dict(recipes.get("cpu-fast", **TINY).arch_dict())
+    actor, value, disc = Actor(arch).eval(), Value(arch), Discriminator(arch)
+    img, used = torch.rand(5, 3, 64, 64) * 0.4, torch.zeros(5, 8)
+    step, anchor = torch.ones(5, dtype=torch.long), torch.linspace(-3.0, -0.5, 5)
+    with torch.no_grad():
+        _, packed_all = actor(img, step, used)
+        q = {w: expected_q(disc, value, img, disc(img), used, step + 1, step + 1 >= 5, packed_all,
+                           recipes.get("cpu-fast", **TINY, brightness_anchor=w, choice_gradient="expected"), anchor)
+             for w in (0.0, 0.5)}
+        for a in range(8):
+            out = apply_chosen(img, torch.full((5,), a, dtype=torch.long), packed_all[:, a])
+            torch.testing.assert_close(q[0.5][:, a] - q[0.0][:, a],
+                                       0.5 * (potential(out, anchor) - potential(img, anchor)), rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The brightness anchor (recipe ``brightness_anchor``; not in the paper, off by default).
+"""The brightness anchor (recipe ``brightness_anchor``; not in the paper: 0.5 in ``cpu-fast``, off in ``paper``).
 
 The unpaired critic judges each output alone, so nothing in the paper's objective ties how bright an output is to
 how bright its input was: a policy that makes every photo equally bright can satisfy the critic and still be far

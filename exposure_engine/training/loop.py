@@ -10,8 +10,9 @@ Per iteration t of T:
    ``Q = r + V(s')`` (V(s') = 0 after the last step), advantage ``A = Q - V(s)``;
    value loss ``mean(A^2)``; actor loss ``mean(-Q - log pi1(a) A)``: the parameters get the deterministic policy
    gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage
-   (recipe options, both off by default: ``choice_gradient="expected"``, and ``brightness_anchor`` w, which adds
-   ``w (phi(s') - phi(s))`` to r, training/anchor.py);
+   (recipe options, not in the paper: ``choice_gradient="expected"``, off in both named recipes, and
+   ``brightness_anchor`` w, 0.5 in ``cpu-fast`` and off in ``paper``, which adds ``w (phi(s') - phi(s))`` to r,
+   training/anchor.py);
 3. the stepped states go back to the pool; finished ones feed the critic's image pool.
 
 Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
