@@ -15,9 +15,8 @@ from exposure_engine.training.anchor import BrightnessAnchor, display_log2_brigh
 from exposure_engine.training.loop import TrainConfig, agent_step, train
 from exposure_engine.training.replay import StatePool
 from exposure_engine.training.unprocess import linear_to_srgb
+from test_training import TINY, _zero_critic, write_folders  # pytest puts tests/ on sys.path (no __init__.py)
 
-TINY = dict(widths=(4, 8, 8, 8), proxy=16, head_hidden=16, batch=4, critic_steps=1, critic_steps_boost=2,
-            boost_first=1, boost_every=1000, pool_size=8, fake_pool_size=8, threads=1, monitor_every=3)
 
 
 def _grey(levels, side: int = 8, display: bool = False) -> np.ndarray:
@@ -49,13 +48,6 @@ def test_a_state_is_as_bright_as_the_evaluation_says():
     img = rng.uniform(0.0, 1.1, (3, 16, 16, 3)).astype(np.float32)  # over 1: clipped, as the renderer's output
     got = display_log2_brightness(_chw(img)).numpy()
     np.testing.assert_allclose(got, [_log2_brightness(np.clip(i, 0, 1)) for i in img], atol=1e-4)
-
-
-def _zero_critic(arch: Arch) -> Discriminator:
-    d = Discriminator(arch)
-    for p in d.parameters():
-        torch.nn.init.zeros_(p)
-    return d
 
 
 def test_the_anchor_reward_is_the_change_in_distance_from_the_anchor():
@@ -150,7 +142,6 @@ def test_an_episode_keeps_the_anchor_of_the_input_it_started_from():
 
 
 def test_training_with_the_anchor_logs_how_far_the_finished_images_are(tmp_path):
-    from tests.test_training import write_folders
     from exposure_engine.training import data as D
 
     ins, tgs = write_folders(tmp_path)
