@@ -107,7 +107,7 @@ CPU_FAST = Recipe(
     # (151-168 vs 263-289 ms per iteration on 2 idle cores, docs/training.md); two runs can then share 2 cores.
     threads=1,
     # Each output's brightness pulled towards its input's quantile among the targets (training/anchor.py): on
-    # noir +4.6 dB test PSNR over six seeds, better on every one; punchy and teal_orange, three paired runs:
+    # noir +4.7 dB test PSNR over six seeds, better on every one; punchy and teal_orange, three paired runs:
     # +1.0, +1.1 and -0.75 dB; 12 % more time per iteration (docs/evaluation.md, "The brightness anchor").
     brightness_anchor=0.5,
 )
