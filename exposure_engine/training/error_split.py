@@ -1,0 +1,175 @@
+"""Where a model's paired error on its held-out photos is: global brightness, colour balance, or the rest.
+
+For each held-out photo (the RAW-like draws of :func:`.holdout.evaluate_holdout`), the model's mean edit is
+corrected afterwards by per-channel gains on linear RGB, so that its channel means match the finished original's
+in brightness only (log2 mean luminance), in chroma only (``log2 R/G`` and ``log2 B/G`` of the channel means, with
+the luminance kept), or in both; the PSNR each correction reaches says what that error costs. What remains after
+both is the shape of the edit (tone curve, contrast, local colour).
+
+Then the question an unpaired learner must answer: can the right brightness (or chroma) be told from the input
+alone? Each predictor below is scored by its error against the original (stops, or the sum of the two log2
+chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
+
+* ``model``: what the model's output already has;
+* ``quantile_map``: the brightness anchor's map (training/anchor.py): input quantile -> the same quantile of the
+  targets, fitted on whole training inputs (one RAW-like draw each, the run's seed) and the target half;
+* ``paired_affine``: the least-squares affine fit of the original's brightness on the input's, fitted on the
+  training inputs *with their originals* (pairs an unpaired learner never has): an upper bound for any rule from
+  the input's mean brightness;
+* ``target_median``: one value for every photo, the target half's median;
+* ``gray_world`` (chroma only): neutral channel means.
+
+::
+
+    python -m exposure_engine.training.error_split models/default /work/shared/photos --draws 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import filters as F
+from .holdout import EVAL_SEED, raw_like_draw
+
+_LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
+_FLOOR = 1e-6
+
+
+def _decode(srgb: np.ndarray) -> np.ndarray:
+    from .unprocess import srgb_to_linear
+
+    return srgb_to_linear(np.clip(srgb, 0.0, 1.0).astype(np.float64))
+
+
+def channel_means(linear: np.ndarray) -> np.ndarray:
+    """``(H,W,3)`` linear RGB -> ``(3,)`` channel means."""
+    return linear.reshape(-1, 3).mean(0).astype(np.float64)
+
+
+def log2_brightness(means: np.ndarray) -> float:
+    """log2 mean linear luminance of channel means ``(3,)``."""
+    return float(np.log2(max(float(_LUM @ means), _FLOOR)))
+
+
+def log2_chroma(means: np.ndarray) -> np.ndarray:
+    """``(3,)`` channel means -> ``(2,)`` ``log2 R/G, log2 B/G``."""
+    m = np.maximum(means, _FLOOR)
+    return np.log2(m[[0, 2]] / m[1])
+
+
+def gains_to(means: np.ndarray, *, brightness: float | None = None, chroma: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel linear gains ``(3,)`` that move channel means ``means`` to log2 chroma ``chroma`` and log2
+    brightness ``brightness`` (``None``: keep the image's own)."""
+    g = np.ones(3)
+    if chroma is not None:
+        d = np.asarray(chroma, np.float64) - log2_chroma(means)
+        g = np.array([2.0 ** d[0], 1.0, 2.0 ** d[1]])
+    target = log2_brightness(means) if brightness is None else brightness
+    return g * 2.0 ** (target - log2_brightness(means * g))
+
+
+def apply_gains(srgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Display sRGB ``(H,W,3)`` -> the same with its linear channels multiplied by ``gains``, clipped to [0, 1]."""
+    from .unprocess import linear_to_srgb
+
+    return np.clip(linear_to_srgb(np.clip(_decode(srgb) * gains, 0.0, 1.0)), 0.0, 1.0).astype(np.float32)
+
+
+class _QuantileMap:
+    """Input value -> the same quantile of the targets' values (101 levels, as the brightness anchor)."""
+
+    def __init__(self, inputs, targets, n: int = 101):
+        q = np.linspace(0.0, 1.0, n)
+        self.a, self.b = np.quantile(inputs, q), np.quantile(targets, q)
+
+    def __call__(self, v):
+        return np.interp(v, self.a, self.b)
+
+
+def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: int = EVAL_SEED) -> dict:
+    """The study of the module docstring on ``draws`` RAW-like draws of the held-out photos (draw k: unprocess seed
+    ``seed + k``, as ``evaluate_holdout``). Returns mean PSNRs (dB) and errors (stops; chroma: sum of both ratios'
+    errors in stops)."""
+    from ..agent.policy import Policy
+    from ..evaluation import metrics as M
+    from ..imageio.proxy import make_proxy
+    from ..renderer import render
+    from . import data as D
+
+    pol = Policy.load(model)
+    training = pol.config.get("training", {})
+    split = training.get("split")
+    if not split:
+        raise ValueError(f"{model}: config.json records no data split (train with --split-from)")
+    photos = Path(photos)
+    train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
+    train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))
+    m_in = [channel_means(x) for x in train_in]
+    m_tg = [channel_means(_decode(D.read_photo_srgb(photos / n))) for n in split["targets"]]
+    b_in = np.array([log2_brightness(m) for m in m_in])
+    b_tg = np.array([log2_brightness(m) for m in m_tg])
+    b_orig = np.array([log2_brightness(channel_means(_decode(y))) for y in train_orig])
+    c_in, c_tg = np.array([log2_chroma(m) for m in m_in]), np.array([log2_chroma(m) for m in m_tg])
+    b_map, c_map = _QuantileMap(b_in, b_tg), [_QuantileMap(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
+    affine = np.polyfit(b_in, b_orig, 1)
+    b_med, c_med = float(np.median(b_tg)), np.median(c_tg, 0)
+
+    psnr = {k: [] for k in ("model", "brightness_corrected", "chroma_corrected", "both_corrected")}
+    b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
+    c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
+    names = split["holdout_inputs"]
+    originals = [D.read_photo_srgb(photos / n) for n in names]
+    for draw in range(max(1, draws)):
+        for srgb, x in zip(originals, raw_like_draw(originals, seed + draw)):
+            out = render(x, pol.predict(make_proxy(x, 64))[0].sequence)
+            mo, mg, mx = channel_means(_decode(out)), channel_means(_decode(srgb)), channel_means(x)
+            bg, cg = log2_brightness(mg), log2_chroma(mg)
+            psnr["model"].append(M.psnr(out, srgb))
+            psnr["brightness_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg)), srgb))
+            psnr["chroma_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=cg)), srgb))
+            psnr["both_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg, chroma=cg)), srgb))
+            bx, cx = log2_brightness(mx), log2_chroma(mx)
+            for k, b in (("model", log2_brightness(mo)), ("quantile_map", float(b_map(bx))),
+                         ("paired_affine", float(np.polyval(affine, bx))), ("target_median", b_med)):
+                b_pred[k]["error"].append(abs(b - bg))
+                b_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=b)), srgb))
+            for k, c in (("model", log2_chroma(mo)), ("quantile_map", np.array([c_map[0](cx[0]), c_map[1](cx[1])])),
+                         ("target_median", c_med), ("gray_world", np.zeros(2))):
+                c_pred[k]["error"].append(float(np.abs(c - cg).sum()))
+                c_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=c)), srgb))
+
+    def mean(v):
+        return round(float(np.mean(v)), 3)
+
+    return {"model": pol.name, "sha256": pol.content_hash, "n_photos": len(names), "draws": max(1, draws),
+            "unprocess_seed": seed,
+            "psnr": {k: mean(v) for k, v in psnr.items()},
+            "brightness_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
+                                      for k, v in b_pred.items()},
+            "chroma_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
+                                  for k, v in c_pred.items()},
+            "paired_affine": {"slope": round(float(affine[0]), 3), "intercept": round(float(affine[1]), 3),
+                              "corr": round(float(np.corrcoef(b_in, b_orig)[0, 1]), 3)}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m exposure_engine.training.error_split",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("model")
+    p.add_argument("photos", help="the folder the model's split was drawn from")
+    p.add_argument("--draws", type=int, default=2, help="RAW-like versions of each held-out photo (default 2)")
+    p.add_argument("--json", help="write the result here too")
+    a = p.parse_args(argv)
+    text = json.dumps(error_split(a.model, a.photos, draws=a.draws), indent=1)
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

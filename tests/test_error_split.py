@@ -1,0 +1,69 @@
+"""The error-split study (training/error_split.py): its corrections and its end-to-end numbers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from exposure_engine.cli import main as cli_main
+from exposure_engine.evaluation import metrics as M
+from exposure_engine.training import error_split as ES
+from exposure_engine.training.unprocess import linear_to_srgb, srgb_to_linear
+from test_training import _finished_photos, tiny_recipe_file  # pytest puts tests/ on sys.path
+
+
+def _truth_and_cast(seed: int):
+    rng = np.random.default_rng(seed)
+    lin = rng.uniform(0.02, 0.3, (24, 32, 3)).astype(np.float32)  # dim enough that a 3x gain does not clip
+    gains = rng.uniform(0.5, 3.0, 3)
+    return linear_to_srgb(lin), linear_to_srgb(lin * gains.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_correcting_both_brightness_and_chroma_undoes_any_global_channel_gain(seed):
+    truth, cast = _truth_and_cast(seed)
+    g = ES.gains_to(ES.channel_means(srgb_to_linear(cast)),
+                    brightness=ES.log2_brightness(ES.channel_means(srgb_to_linear(truth))),
+                    chroma=ES.log2_chroma(ES.channel_means(srgb_to_linear(truth))))
+    assert M.psnr(ES.apply_gains(cast, g), truth) > 45.0
+    assert M.psnr(cast, truth) < 25.0
+
+
+def test_brightness_correction_keeps_chroma_and_chroma_correction_keeps_brightness():
+    truth, cast = _truth_and_cast(7)
+    mc, mt = ES.channel_means(srgb_to_linear(cast)), ES.channel_means(srgb_to_linear(truth))
+    by_brightness = ES.channel_means(srgb_to_linear(ES.apply_gains(cast, ES.gains_to(mc, brightness=ES.log2_brightness(mt)))))
+    assert ES.log2_brightness(by_brightness) == pytest.approx(ES.log2_brightness(mt), abs=0.01)
+    np.testing.assert_allclose(ES.log2_chroma(by_brightness), ES.log2_chroma(mc), atol=0.01)
+    by_chroma = ES.channel_means(srgb_to_linear(ES.apply_gains(cast, ES.gains_to(mc, chroma=ES.log2_chroma(mt)))))
+    np.testing.assert_allclose(ES.log2_chroma(by_chroma), ES.log2_chroma(mt), atol=0.01)
+    assert ES.log2_brightness(by_chroma) == pytest.approx(ES.log2_brightness(mc), abs=0.01)
+    np.testing.assert_allclose(ES.gains_to(mc), 1.0)  # nothing asked, nothing changed
+
+
+def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_out_draws(tmp_path):
+    from exposure_engine.training.holdout import evaluate_holdout
+
+    _finished_photos(tmp_path / "ph", 10)
+    assert cli_main(["train", "--split-from", str(tmp_path / "ph"), "--holdout", "2", "--out", str(tmp_path / "v"),
+                     "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "1",
+                     "--no-progress"]) == 0
+    res = ES.error_split(tmp_path / "v", tmp_path / "ph", draws=2)
+    holdout = evaluate_holdout(tmp_path / "v", tmp_path / "ph", draws=2)
+    assert res["n_photos"] == 2 and res["draws"] == 2
+    assert res["psnr"]["model"] == pytest.approx(holdout["methods"]["model"]["psnr"], abs=0.006)
+    # rescaling an output to the brightness and chroma it already has changes nothing
+    assert res["brightness_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=0.01)
+    assert res["chroma_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=0.01)
+    # the original's own brightness and chroma are the best a global gain can do on these smooth scenes
+    assert res["psnr"]["both_corrected"] >= max(res["psnr"]["brightness_corrected"], res["psnr"]["model"]) - 0.5
+    for group in ("brightness_predictors", "chroma_predictors"):
+        assert all(v["error_stops"] >= 0 for v in res[group].values())
+    assert -1.0 <= res["paired_affine"]["corr"] <= 1.0
+    # a model trained without --split-from has no held-out photos to study
+    cfg = json.loads((tmp_path / "v" / "config.json").read_text())
+    del cfg["training"]["split"]
+    (tmp_path / "v" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="no data split"):
+        ES.error_split(tmp_path / "v", tmp_path / "ph")
