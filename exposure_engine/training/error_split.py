@@ -14,8 +14,8 @@ chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
 * ``quantile_map``: the brightness anchor's map (training/anchor.py): input quantile -> the same quantile of the
   targets, fitted on whole training inputs (one RAW-like draw each, the run's seed) and the target half;
 * ``paired_affine``: the least-squares affine fit of the original's brightness on the input's, fitted on the
-  training inputs *with their originals* (pairs an unpaired learner never has): an upper bound for any rule from
-  the input's mean brightness;
+  training inputs *with their originals* (pairs an unpaired learner never has): what the best affine rule from
+  the input's mean brightness could do;
 * ``target_median``: one value for every photo, the target half's median;
 * ``gray_world`` (chroma only): neutral channel means.
 
