@@ -49,7 +49,8 @@ def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_o
     assert cli_main(["train", "--split-from", str(tmp_path / "ph"), "--holdout", "2", "--out", str(tmp_path / "v"),
                      "--recipe", str(tiny_recipe_file(tmp_path / "r.json")), "--iterations", "1",
                      "--no-progress"]) == 0
-    res = ES.error_split(tmp_path / "v", tmp_path / "ph", draws=2)
+    assert ES.main([str(tmp_path / "v"), str(tmp_path / "ph"), "--draws", "2", "--json", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
     holdout = evaluate_holdout(tmp_path / "v", tmp_path / "ph", draws=2)
     assert res["n_photos"] == 2 and res["draws"] == 2
     assert res["psnr"]["model"] == pytest.approx(holdout["methods"]["model"]["psnr"], abs=0.006)

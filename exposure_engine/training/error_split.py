@@ -26,14 +26,13 @@ chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .. import filters as F
-from .holdout import EVAL_SEED, raw_like_draw
+from .holdout import EVAL_SEED, print_json, raw_like_draw
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
@@ -164,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=2, help="RAW-like versions of each held-out photo (default 2)")
     p.add_argument("--json", help="write the result here too")
     a = p.parse_args(argv)
-    text = json.dumps(error_split(a.model, a.photos, draws=a.draws), indent=1)
-    if a.json:
-        Path(a.json).write_text(text + "\n")
-    print(text)
+    print_json(error_split(a.model, a.photos, draws=a.draws), a.json)
     return 0
 
 

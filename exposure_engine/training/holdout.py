@@ -187,6 +187,14 @@ def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, 
             "output_clipped_fraction": round(float((out >= 1.0).any(-1).mean()), 4)}
 
 
+def print_json(result, path: str | None = None) -> None:
+    """Print a study's result as JSON, and write it to ``path`` too when given."""
+    text = json.dumps(result, indent=1)
+    if path:
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m exposure_engine.training.holdout", description=__doc__.split("\n")[0])
     p.add_argument("model")
@@ -202,19 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", help="with --snapshots: a PNG of validation and held-out PSNR over the iterations")
     a = p.parse_args(argv)
     if a.snapshots:
-        rows = evaluate_snapshots(a.model, a.photos, plot=a.plot)
-        text = json.dumps(rows, indent=1)
-        if a.json:
-            Path(a.json).write_text(text + "\n")
-        print(text)
+        print_json(evaluate_snapshots(a.model, a.photos, plot=a.plot), a.json)
         return 0
     res = evaluate_holdout(a.model, a.photos, draws=a.draws)
     if a.raw:
         res["raw_check"] = raw_before_after(a.model, a.raw, a.figure)
-    text = json.dumps(res, indent=1)
-    if a.json:
-        Path(a.json).write_text(text + "\n")
-    print(text)
+    print_json(res, a.json)
     return 0
 
 
