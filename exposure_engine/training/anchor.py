@@ -69,11 +69,16 @@ class BrightnessAnchor:
         """From training crops: ``inputs`` ``(N,H,W,3)`` linear, ``targets`` ``(M,H,W,3)`` display sRGB."""
         if len(inputs) < 2 or len(targets) < 2:
             raise ValueError("the brightness anchor needs at least two input and two target crops")
-        q = np.linspace(0.0, 1.0, cls.N_LEVELS)
         with torch.no_grad():
             b_in = linear_log2_brightness(_hwc(inputs)).numpy().astype(np.float64)
             b_tg = display_log2_brightness(_hwc(targets)).numpy().astype(np.float64)
-        return cls(np.quantile(b_in, q), np.quantile(b_tg, q))
+        return cls.from_values(b_in, b_tg)
+
+    @classmethod
+    def from_values(cls, inputs, targets) -> "BrightnessAnchor":
+        """The map between two sets of values (``N_LEVELS`` quantiles of each), e.g. log2 brightnesses."""
+        q = np.linspace(0.0, 1.0, cls.N_LEVELS)
+        return cls(np.quantile(np.asarray(inputs, np.float64), q), np.quantile(np.asarray(targets, np.float64), q))
 
     def to_dict(self) -> dict:
         return {"input_levels": [round(float(v), 5) for v in self.input_levels],

@@ -32,16 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import filters as F
+from .anchor import BrightnessAnchor
 from .holdout import EVAL_SEED, print_json, raw_like_draw
+from .unprocess import linear_to_srgb, srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
-
-
-def _decode(srgb: np.ndarray) -> np.ndarray:
-    from .unprocess import srgb_to_linear
-
-    return srgb_to_linear(np.clip(srgb, 0.0, 1.0).astype(np.float64))
 
 
 def channel_means(linear: np.ndarray) -> np.ndarray:
@@ -73,20 +69,7 @@ def gains_to(means: np.ndarray, *, brightness: float | None = None, chroma: np.n
 
 def apply_gains(srgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Display sRGB ``(H,W,3)`` -> the same with its linear channels multiplied by ``gains``, clipped to [0, 1]."""
-    from .unprocess import linear_to_srgb
-
-    return np.clip(linear_to_srgb(np.clip(_decode(srgb) * gains, 0.0, 1.0)), 0.0, 1.0).astype(np.float32)
-
-
-class _QuantileMap:
-    """Input value -> the same quantile of the targets' values (101 levels, as the brightness anchor)."""
-
-    def __init__(self, inputs, targets, n: int = 101):
-        q = np.linspace(0.0, 1.0, n)
-        self.a, self.b = np.quantile(inputs, q), np.quantile(targets, q)
-
-    def __call__(self, v):
-        return np.interp(v, self.a, self.b)
+    return linear_to_srgb(srgb_to_linear(srgb) * gains)  # both clip to [0, 1]
 
 
 def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: int = EVAL_SEED) -> dict:
@@ -108,12 +91,14 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
     train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))
     m_in = [channel_means(x) for x in train_in]
-    m_tg = [channel_means(_decode(D.read_photo_srgb(photos / n))) for n in split["targets"]]
+    m_tg = [channel_means(srgb_to_linear(D.read_photo_srgb(photos / n))) for n in split["targets"]]
     b_in = np.array([log2_brightness(m) for m in m_in])
     b_tg = np.array([log2_brightness(m) for m in m_tg])
-    b_orig = np.array([log2_brightness(channel_means(_decode(y))) for y in train_orig])
+    b_orig = np.array([log2_brightness(channel_means(srgb_to_linear(y))) for y in train_orig])
     c_in, c_tg = np.array([log2_chroma(m) for m in m_in]), np.array([log2_chroma(m) for m in m_tg])
-    b_map, c_map = _QuantileMap(b_in, b_tg), [_QuantileMap(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
+    # the brightness anchor's quantile map, and the same 1-D map for each log2 chroma ratio
+    b_map = BrightnessAnchor.from_values(b_in, b_tg)
+    c_map = [BrightnessAnchor.from_values(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
     affine = np.polyfit(b_in, b_orig, 1)
     b_med, c_med = float(np.median(b_tg)), np.median(c_tg, 0)
 
@@ -122,21 +107,22 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
     names = split["holdout_inputs"]
     originals = [D.read_photo_srgb(photos / n) for n in names]
+    m_orig = [channel_means(srgb_to_linear(y)) for y in originals]
     for draw in range(max(1, draws)):
-        for srgb, x in zip(originals, raw_like_draw(originals, seed + draw)):
+        for srgb, mg, x in zip(originals, m_orig, raw_like_draw(originals, seed + draw)):
             out = render(x, pol.predict(make_proxy(x, 64))[0].sequence)
-            mo, mg, mx = channel_means(_decode(out)), channel_means(_decode(srgb)), channel_means(x)
+            mo, mx = channel_means(srgb_to_linear(out)), channel_means(x)
             bg, cg = log2_brightness(mg), log2_chroma(mg)
             psnr["model"].append(M.psnr(out, srgb))
             psnr["brightness_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg)), srgb))
             psnr["chroma_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=cg)), srgb))
             psnr["both_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg, chroma=cg)), srgb))
             bx, cx = log2_brightness(mx), log2_chroma(mx)
-            for k, b in (("model", log2_brightness(mo)), ("quantile_map", float(b_map(bx))),
+            for k, b in (("model", log2_brightness(mo)), ("quantile_map", float(b_map.of_log2(bx))),
                          ("paired_affine", float(np.polyval(affine, bx))), ("target_median", b_med)):
                 b_pred[k]["error"].append(abs(b - bg))
                 b_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=b)), srgb))
-            for k, c in (("model", log2_chroma(mo)), ("quantile_map", np.array([c_map[0](cx[0]), c_map[1](cx[1])])),
+            for k, c in (("model", log2_chroma(mo)), ("quantile_map", np.array([m.of_log2(v) for m, v in zip(c_map, cx)])),
                          ("target_median", c_med), ("gray_world", np.zeros(2))):
                 c_pred[k]["error"].append(float(np.abs(c - cg).sum()))
                 c_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=c)), srgb))
