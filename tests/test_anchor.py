@@ -173,3 +173,102 @@ def test_the_expected_choice_gradient_scores_each_filter_with_its_anchor_term():
             out = apply_chosen(img, torch.full((5,), a, dtype=torch.long), packed_all[:, a])
             torch.testing.assert_close(q[0.5][:, a] - q[0.0][:, a],
                                        0.5 * (potential(out, anchor) - potential(img, anchor)), rtol=1e-4, atol=1e-5)
+
+
+def _choice_and_param_grads(recipe, anchor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of one agent step's loss on pi1's head and on pi2's heads, for the episodes' ``anchor``."""
+    arch = Arch.from_dict(recipe.arch_dict())
+    torch.manual_seed(6)
+    actor, value, disc = Actor(arch).eval(), Value(arch, heads), Discriminator(arch)
+    img, used = torch.rand(8, 3, 64, 64) * 0.3, torch.zeros(8, 8)
+    step = torch.tensor([0, 1, 2, 3, 4, 4, 2, 0])  # middle and last steps
+    torch.manual_seed(7)  # the same filters drawn for both anchors
+    loss, *_ = agent_step(actor, value, disc, img, step, used, recipe, 0.5, anchor)
+    loss.backward()
+    choice = torch.cat([p.grad.flatten() for p in actor.select.parameters()])
+    params = torch.cat([p.grad.flatten() for p in actor.heads.parameters() if p.grad is not None])
+    return choice, params
+
+
+def test_with_the_anchor_kept_out_of_the_choice_pi1_learns_from_the_critic_alone():
+    """anchor_in_choice=False: moving every episode's anchor leaves pi1's gradient exactly as it was while pi2's
+    (the filters' parameters) still changes; with the default (anchor in the choice) both change."""
+    far, near = torch.full((8,), -6.0), torch.full((8,), -1.0)
+    kept_out = recipes.get("cpu-fast", **TINY, brightness_anchor=1.0, anchor_in_choice=False)
+    c_far, p_far = _choice_and_param_grads(kept_out, far, 2)
+    c_near, p_near = _choice_and_param_grads(kept_out, near, 2)
+    torch.testing.assert_close(c_far, c_near, rtol=0, atol=0)
+    assert (p_far - p_near).abs().max() > 1e-4
+    shared = recipes.get("cpu-fast", **TINY, brightness_anchor=1.0)
+    c_far, _ = _choice_and_param_grads(shared, far, 1)
+    c_near, _ = _choice_and_param_grads(shared, near, 1)
+    assert (c_far - c_near).abs().max() > 1e-4
+
+
+def test_the_two_value_heads_learn_the_critic_part_and_the_anchor_part_of_the_return():
+    """On the last step (V(s') = 0) the value loss is (r_critic - V_0)^2 + (w (phi(s') - phi(s)) - V_1)^2."""
+    recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=0.7, anchor_in_choice=False)
+    arch = Arch.from_dict(recipe.arch_dict())
+    torch.manual_seed(8)
+    actor, value = Actor(arch).eval(), Value(arch, 2)
+    img, used = torch.rand(6, 3, 64, 64) * 0.6, torch.zeros(6, 8)
+    step, anchor = torch.full((6,), recipe.n_steps - 1), torch.linspace(-4.0, -1.0, 6)
+    # progress 1: no entropy penalty; no filter used before: no reuse penalty; zero critic: no critic gain
+    _, new_img, _, _, logs = agent_step(actor, value, _zero_critic(arch), img, step, used, recipe, 1.0, anchor)
+    from exposure_engine.training.loop import overexposure
+
+    with torch.no_grad():
+        v = value(img, step, used)
+        r_critic = -overexposure(new_img)
+        r_anchor = 0.7 * (potential(new_img, anchor) - potential(img, anchor))
+    assert v.shape == (6, 2)
+    want = ((r_critic - v[:, 0]) ** 2 + (r_anchor - v[:, 1]) ** 2).mean()
+    assert float(logs["value_loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(logs["reward"]) == pytest.approx(float((r_critic + r_anchor).mean()), rel=1e-5, abs=1e-7)
+
+
+def test_the_expected_choice_gradient_with_the_anchor_kept_out_scores_the_critic_part_only():
+    from exposure_engine.training.loop import expected_q
+
+    class FirstHead(torch.nn.Module):
+        def __init__(self, v):
+            super().__init__()
+            self.v = v
+
+        def forward(self, *a):
+            return self.v(*a)[:, 0]
+
+    torch.manual_seed(9)
+    arch = Arch.from_dict(recipes.get("cpu-fast", **TINY).arch_dict())
+    actor, value, disc = Actor(arch).eval(), Value(arch, 2), Discriminator(arch)
+    img, used, step = torch.rand(4, 3, 64, 64) * 0.4, torch.zeros(4, 8), torch.ones(4, dtype=torch.long)
+    with torch.no_grad():
+        _, packed_all = actor(img, step, used)
+        args = (img, disc(img), used, step + 1, step + 1 >= 5, packed_all)
+        kept_out = expected_q(disc, value, *args, recipes.get("cpu-fast", **TINY, brightness_anchor=1.0,
+                                                              anchor_in_choice=False), torch.full((4,), -2.0))
+        critic_only = expected_q(disc, FirstHead(value), *args, recipes.get("cpu-fast", **TINY, brightness_anchor=0))
+    torch.testing.assert_close(kept_out, critic_only)
+
+
+def test_keeping_the_anchor_out_of_the_choice_needs_the_anchor_and_a_boolean(tmp_path):
+    with pytest.raises(ValueError, match="needs brightness_anchor"):
+        recipes.get("cpu-fast", brightness_anchor=0.0, anchor_in_choice=False)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"base": "cpu-fast", "anchor_in_choice": "no"}))
+    with pytest.raises(KeyError, match="anchor_in_choice"):
+        recipes.get(str(f))
+
+
+def test_training_with_the_anchor_kept_out_of_the_choice_runs_and_resumes(tmp_path):
+    from exposure_engine.training import data as D
+
+    ins, tgs = write_folders(tmp_path)
+    recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5, anchor_in_choice=False)
+    cfg = dict(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=recipe, seed=0,
+               progress=False)
+    train(TrainConfig(**cfg, iterations=10, checkpoint_every=10))
+    train(TrainConfig(**cfg, iterations=20, checkpoint_every=10, resume=True))
+    rows = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
+    assert len(rows) == 2 and all(np.isfinite(r["value_loss"]) for r in rows)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]["anchor_in_choice"] is False

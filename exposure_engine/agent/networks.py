@@ -212,20 +212,25 @@ class Actor(nn.Module):
 
 
 class Value(nn.Module):
-    """V(s): ``(img (B,3,S,S), step (B,), used (B,8)) -> (B,)``."""
+    """V(s): ``(img (B,3,S,S), step (B,), used (B,8)) -> (B,)``, or ``(B, heads)`` with ``heads > 1``: one value
+    per part of the reward, sharing the trunk (the trainer's ``anchor_in_choice=False`` learns the critic's and the
+    brightness anchor's returns apart; their sum is V)."""
 
-    def __init__(self, arch: Arch = Arch()):
+    def __init__(self, arch: Arch = Arch(), heads: int = 1):
         super().__init__()
         self.arch = arch
+        self.heads = heads
         self.trunk = Trunk(3 + N_STATE_PLANES + N_STAT_PLANES, arch)
-        self.fc = nn.Sequential(nn.Linear(arch.flat, arch.head_hidden), nn.LeakyReLU(0.2), nn.Linear(arch.head_hidden, 1))
+        self.fc = nn.Sequential(nn.Linear(arch.flat, arch.head_hidden), nn.LeakyReLU(0.2),
+                                nn.Linear(arch.head_hidden, heads))
         _init(self)
 
     def forward(self, img: torch.Tensor, step: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
         img = network_input(img, self.arch.proxy)
         x = torch.cat([encode(img, self.arch.input_gamma), state_planes(step, used, img.shape[-1], self.arch.n_steps),
                        stat_planes(img)], 1)
-        return self.fc(self.trunk(x))[:, 0]
+        v = self.fc(self.trunk(x))
+        return v[:, 0] if self.heads == 1 else v
 
 
 class Discriminator(nn.Module):

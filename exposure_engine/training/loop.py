@@ -12,7 +12,7 @@ Per iteration t of T:
    gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage
    (recipe options, not in the paper: ``choice_gradient="expected"``, off in both named recipes, and
    ``brightness_anchor`` w, 0.5 in ``cpu-fast`` and off in ``paper``, which adds ``w (phi(s') - phi(s))`` to r,
-   training/anchor.py);
+   training/anchor.py, with ``anchor_in_choice`` saying whether its term enters the choice's advantage);
 3. the stepped states go back to the pool; finished ones feed the critic's image pool.
 
 Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
@@ -205,22 +205,33 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
         d_in = disc(img)
     with frozen(disc, value):
         d_out = disc(new_img)
-        v_next = value(new_img, new_step, new_used)
-    v_next = torch.where(done, torch.zeros_like(v_next), v_next)
+        v_next = value(new_img, new_step, new_used)  # (B,), or (B, 2) with the anchor's own value head
+    v_next = torch.where(done.view(-1, *[1] * (v_next.dim() - 1)), torch.zeros_like(v_next), v_next)
     over = overexposure(new_img)
     ent = entropy(probs)
     ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
     a_gain, a_dist = anchor_gain(recipe, img, new_img, anchor)
-    reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain)
-    q = reward + v_next
     v = value(img, step, used)
-    adv = q.detach() - v
-    value_loss = adv.pow(2).mean()
+    if recipe.anchor_in_choice:
+        reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain)
+        q = reward + v_next
+        adv = q.detach() - v
+        value_loss = adv.pow(2).mean()
+        choice_adv, choice_v = adv.detach(), v.detach()
+    else:  # two returns, two value heads: the choice's advantage is the critic part's alone
+        parts = torch.stack([step_reward(recipe, d_out - d_in, over, reused, ent_pen),
+                             recipe.brightness_anchor * a_gain], 1)
+        reward = parts.sum(1)
+        q_parts = parts + v_next
+        q = q_parts.sum(1)  # the parameters' deterministic gradient sees the whole Q, anchor included
+        adv_parts = q_parts.detach() - v
+        value_loss = adv_parts.pow(2).sum(1).mean()
+        choice_adv, choice_v = adv_parts[:, 0].detach(), v[:, 0].detach()
     if recipe.choice_gradient == "expected":
         choice_loss = -(probs * (expected_q(disc, value, img, d_in, used, new_step, done, packed_all.detach(), recipe,
-                                            anchor) - v.detach().unsqueeze(1))).sum(1)
+                                            anchor) - choice_v.unsqueeze(1))).sum(1)
     else:
-        choice_loss = -torch.log(probs[rows, choice]) * adv.detach()
+        choice_loss = -torch.log(probs[rows, choice]) * choice_adv
     actor_loss = (-q + choice_loss).mean()
     logs = {"actor_loss": actor_loss.detach(), "value_loss": value_loss.detach(),
             "reward": reward.detach().mean(), "d_gain": (d_out - d_in).detach().mean(),
@@ -236,7 +247,8 @@ def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch
                anchor: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 8)``: each filter's Q(s, a) = r(s, a) + V(s') with the parameters the actor proposed for it, without
     gradients (recipe ``choice_gradient="expected"``). The entropy penalty is left out: it is the same for every
-    filter, so it cannot move the choice's expected gradient (it acts through its own gradient in the loss)."""
+    filter, so it cannot move the choice's expected gradient (it acts through its own gradient in the loss). With
+    ``anchor_in_choice=False`` it is the critic part's Q (no anchor term, the value's first head)."""
     b, n = img.shape[0], F.N_FILTERS
     with torch.no_grad():
         # every filter on the whole batch, filter-major: (8B, 3, S, S), one D and one V call for all of them
@@ -245,10 +257,13 @@ def expected_q(disc: Discriminator, value: Value, img: torch.Tensor, d_in: torch
         used_all = used.repeat(n, 1)
         used_all[torch.arange(n * b, device=img.device), choice] = 1.0
         d_out = disc(outs).view(n, b)
-        v_next = value(outs, new_step.repeat(n), used_all).view(n, b)
+        v_next = value(outs, new_step.repeat(n), used_all)
+        v_next = (v_next if recipe.anchor_in_choice else v_next[:, 0]).view(n, b)
         v_next = torch.where(done.unsqueeze(0), torch.zeros_like(v_next), v_next)
-        gain, _ = anchor_gain(recipe, img.repeat(n, 1, 1, 1), outs, None if anchor is None else anchor.repeat(n))
-        gain = gain.view(n, b) if torch.is_tensor(gain) else gain
+        gain = 0.0
+        if recipe.anchor_in_choice:
+            gain, _ = anchor_gain(recipe, img.repeat(n, 1, 1, 1), outs, None if anchor is None else anchor.repeat(n))
+            gain = gain.view(n, b) if torch.is_tensor(gain) else gain
         reward = step_reward(recipe, d_out - d_in.unsqueeze(0), overexposure(outs).view(n, b), used.t(), 0.0, gain)
         return (reward + v_next).t()
 
@@ -369,7 +384,7 @@ def train(cfg: TrainConfig) -> dict:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (then broadcast anyway)
-        actor, value, disc = Actor(arch), Value(arch), Discriminator(arch)
+        actor, value, disc = Actor(arch), Value(arch, recipe.value_heads), Discriminator(arch)
     actor, value, disc = actor.to(dev), value.to(dev), disc.to(dev)
     actor.train()
     _broadcast_params([actor, value, disc], world)

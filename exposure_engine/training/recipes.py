@@ -59,6 +59,11 @@ class Recipe:
     # its episode's anchor, the brightness the input's quantile among the inputs has among the targets
     # (training/anchor.py; not in the paper; 0 = off).
     brightness_anchor: float = 0.0
+    # With the anchor on: True (default) = one value network for the whole reward, so the anchor's term is part of
+    # the filter choice's advantage too. False = the value network learns the anchor's returns in a second head and
+    # the choice (pi1) learns from the critic's and the penalties' returns alone, while the parameters (pi2) still
+    # get the whole Q (anchor included) through the differentiable filter (not in the paper).
+    anchor_in_choice: bool = True
 
     def __post_init__(self):
         if self.choice_gradient not in CHOICE_GRADIENTS:
@@ -66,6 +71,16 @@ class Recipe:
                              f"{', '.join(CHOICE_GRADIENTS)}")
         if not self.brightness_anchor >= 0.0:
             raise ValueError(f"recipe {self.name!r}: brightness_anchor must be >= 0, not {self.brightness_anchor!r}")
+        if not isinstance(self.anchor_in_choice, bool):
+            raise ValueError(f"recipe {self.name!r}: anchor_in_choice must be true or false, "
+                             f"not {self.anchor_in_choice!r}")
+        if not self.anchor_in_choice and self.brightness_anchor == 0.0:
+            raise ValueError(f"recipe {self.name!r}: anchor_in_choice false needs brightness_anchor > 0")
+
+    @property
+    def value_heads(self) -> int:
+        """The value network's outputs: 2 (critic part, anchor part) when the anchor is kept out of the choice."""
+        return 1 if self.anchor_in_choice else 2
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -31,7 +31,7 @@ def measure(recipe_name: str, iterations: int = 6, threads: int | None = None, d
     torch.manual_seed(0)
     arch = Arch.from_dict(r.arch_dict())
     dev = torch.device(device)
-    actor, value, disc = Actor(arch).to(dev), Value(arch).to(dev), Discriminator(arch).to(dev)
+    actor, value, disc = Actor(arch).to(dev), Value(arch, r.value_heads).to(dev), Discriminator(arch).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     opt = torch.optim.Adam(list(actor.parameters()) + list(value.parameters()), lr=1e-5)
     opt_d = torch.optim.Adam(disc.parameters(), lr=1e-5)
