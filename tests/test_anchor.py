@@ -272,3 +272,7 @@ def test_training_with_the_anchor_kept_out_of_the_choice_runs_and_resumes(tmp_pa
     rows = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
     assert len(rows) == 2 and all(np.isfinite(r["value_loss"]) for r in rows)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]["anchor_in_choice"] is False
+    # resuming it with one value head would not fit the checkpoint's value network: a clear error, not a traceback
+    shared = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5)
+    with pytest.raises(ValueError, match="anchor_in_choice False"):
+        train(TrainConfig(**{**cfg, "recipe": shared}, iterations=30, checkpoint_every=10, resume=True))

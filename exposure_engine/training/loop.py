@@ -406,9 +406,11 @@ def train(cfg: TrainConfig) -> dict:
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if Recipe.from_dict(ck["recipe"]).widths != recipe.widths:
+        trained = Recipe.from_dict(ck["recipe"])
+        if trained.widths != recipe.widths or trained.value_heads != recipe.value_heads:
             raise ValueError(f"{ckpt_path}: checkpoint was trained with recipe {ck['recipe']['name']!r}, "
-                             f"not {recipe.name!r}")
+                             f"not {recipe.name!r}" + ("" if trained.widths != recipe.widths else
+                                                       f" (anchor_in_choice {trained.anchor_in_choice})"))
         actor.load_state_dict(ck["actor"]), value.load_state_dict(ck["value"]), disc.load_state_dict(ck["disc"])
         opt_a.load_state_dict(ck["opt_actor"]), opt_v.load_state_dict(ck["opt_value"])
         opt_d.load_state_dict(ck["opt_disc"])
