@@ -268,9 +268,11 @@ def test_training_with_the_anchor_kept_out_of_the_choice_runs_and_resumes(tmp_pa
     cfg = dict(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=recipe, seed=0,
                progress=False)
     train(TrainConfig(**cfg, iterations=10, checkpoint_every=10))
+    first = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
     train(TrainConfig(**cfg, iterations=20, checkpoint_every=10, resume=True))
     rows = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
-    assert len(rows) == 2 and all(np.isfinite(r["value_loss"]) for r in rows)
+    # continued, not restarted: a fresh 20-iteration run would log another first row (its schedules are longer)
+    assert len(rows) == 2 and rows[0] == first[0] and all(np.isfinite(r["value_loss"]) for r in rows)
     assert json.loads((tmp_path / "m" / "config.json").read_text())["recipe"]["anchor_in_choice"] is False
     # resuming it with one value head would not fit the checkpoint's value network: a clear error, not a traceback
     shared = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5)
