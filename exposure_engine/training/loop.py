@@ -205,28 +205,26 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
         d_in = disc(img)
     with frozen(disc, value):
         d_out = disc(new_img)
-        v_next = value(new_img, new_step, new_used)  # (B,), or (B, 2) with the anchor's own value head
-    v_next = torch.where(done.view(-1, *[1] * (v_next.dim() - 1)), torch.zeros_like(v_next), v_next)
+        v_next = value(new_img, new_step, new_used).view(b, -1)  # (B, value heads)
+    v_next = torch.where(done.unsqueeze(1), torch.zeros_like(v_next), v_next)
     over = overexposure(new_img)
     ent = entropy(probs)
     ent_pen = (1.0 - progress) * recipe.entropy_weight * (MAX_ENTROPY - ent)
     a_gain, a_dist = anchor_gain(recipe, img, new_img, anchor)
-    v = value(img, step, used)
+    # One column per value head: the whole reward, or (anchor_in_choice False) the critic part and the anchor part.
+    # Column 0 is what the filter choice learns from; the parameters' deterministic gradient sees the whole Q.
     if recipe.anchor_in_choice:
-        reward = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain)
-        q = reward + v_next
-        adv = q.detach() - v
-        value_loss = adv.pow(2).mean()
-        choice_adv, choice_v = adv.detach(), v.detach()
-    else:  # two returns, two value heads: the choice's advantage is the critic part's alone
+        parts = step_reward(recipe, d_out - d_in, over, reused, ent_pen, a_gain).unsqueeze(1)
+    else:
         parts = torch.stack([step_reward(recipe, d_out - d_in, over, reused, ent_pen),
                              recipe.brightness_anchor * a_gain], 1)
-        reward = parts.sum(1)
-        q_parts = parts + v_next
-        q = q_parts.sum(1)  # the parameters' deterministic gradient sees the whole Q, anchor included
-        adv_parts = q_parts.detach() - v
-        value_loss = adv_parts.pow(2).sum(1).mean()
-        choice_adv, choice_v = adv_parts[:, 0].detach(), v[:, 0].detach()
+    reward = parts.sum(1)
+    q_parts = parts + v_next
+    q = q_parts.sum(1)
+    v = value(img, step, used).view(b, -1)
+    adv_parts = q_parts.detach() - v
+    value_loss = adv_parts.pow(2).sum(1).mean()
+    choice_adv, choice_v = adv_parts[:, 0].detach(), v[:, 0].detach()
     if recipe.choice_gradient == "expected":
         choice_loss = -(probs * (expected_q(disc, value, img, d_in, used, new_step, done, packed_all.detach(), recipe,
                                             anchor) - choice_v.unsqueeze(1))).sum(1)
@@ -408,9 +406,9 @@ def train(cfg: TrainConfig) -> dict:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         trained = Recipe.from_dict(ck["recipe"])
         if trained.widths != recipe.widths or trained.value_heads != recipe.value_heads:
-            raise ValueError(f"{ckpt_path}: checkpoint was trained with recipe {ck['recipe']['name']!r}, "
-                             f"not {recipe.name!r}" + ("" if trained.widths != recipe.widths else
-                                                       f" (anchor_in_choice {trained.anchor_in_choice})"))
+            raise ValueError(f"{ckpt_path}: checkpoint was trained with recipe {ck['recipe']['name']!r} (widths "
+                             f"{list(trained.widths)}, anchor_in_choice {trained.anchor_in_choice}), not "
+                             f"{recipe.name!r}")
         actor.load_state_dict(ck["actor"]), value.load_state_dict(ck["value"]), disc.load_state_dict(ck["disc"])
         opt_a.load_state_dict(ck["opt_actor"]), opt_v.load_state_dict(ck["opt_value"])
         opt_d.load_state_dict(ck["opt_disc"])
