@@ -108,7 +108,7 @@ def test_bench_quality_plumbing_with_an_untrained_policy(photo_dir, tmp_path):
     for name, res in r["styles"].items():
         methods = res["methods"]
         assert list(methods) == ["identity", "gimp_auto", "histogram_match", "libraw_like", "agent",
-                                 "exposure_oracle", "ceiling"]
+                                 "exposure_oracle", "unpaired_reference", "ceiling"]
         for m, v in methods.items():
             h = v["histogram"]
             assert all(0.0 <= h[k] <= 100.0 for k in ("luminance", "contrast", "saturation", "mean")), (name, m)
@@ -277,7 +277,11 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
     assert res["rule"] == bench["exposure_oracle"]["rule"]
     assert res["summary"]["oracle_psnr"] == pytest.approx(bench["exposure_oracle"]["paired"]["psnr"], abs=1e-6)
     assert res["summary"]["agent_psnr"] == pytest.approx(bench["agent"]["paired"]["psnr"], abs=1e-6)
+    assert res["summary"]["unpaired_reference_psnr"] == pytest.approx(bench["unpaired_reference"]["paired"]["psnr"],
+                                                                      abs=1e-6)
     assert all(math.isfinite(r["agent_brightness_error"]) for r in res["rows"])
+    new_columns = ("unpaired_reference_psnr", "agent_brightness_fixed_psnr", "agent_gains_fixed_psnr")
+    assert all(math.isfinite(r[k]) for r in res["rows"] for k in new_columns)
     resp = res["summary"]["brightness_response"]
     assert resp["truth"]["corr"] == pytest.approx(1.0) and set(resp) == {"agent", "oracle", "truth"}
     assert all(r["agent_brightness_error"] == pytest.approx(r["agent_log2_brightness"] - r["truth_log2_brightness"])
@@ -292,6 +296,51 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
     assert s["brightness_response"]["anchor"]["slope"] == pytest.approx(1.0)
     assert s["mean_abs_agent_from_anchor"] == pytest.approx(
         np.mean([abs(r["agent_log2_brightness"] - r["input_log2_brightness"] - 1.0) for r in rows]))
+
+
+def test_unpaired_reference_renders_at_the_asked_brightness():
+    # render_at_brightness is the reference's exposure: one gain found by bisection, so the style's render lands on the
+    # asked log2 brightness, and a photo that already has it comes back as the style's own render.
+    style = S.get("punchy")
+    photo = np.random.default_rng(0).uniform(0.0, 0.3, (16, 16, 3)).astype(np.float32)
+    for target in (-4.0, -2.5, -1.2):
+        assert BM.display_log2_brightness(BM.render_at_brightness(style, photo, target)) == pytest.approx(target,
+                                                                                                         abs=1e-3)
+    own = BM.display_log2_brightness(style.apply(photo))
+    np.testing.assert_allclose(BM.render_at_brightness(style, photo, own), style.apply(photo), atol=2e-3)
+
+
+def test_unpaired_reference_is_the_truth_when_the_input_has_no_colour_error_and_the_map_is_right():
+    # Neutral amounts leave the clean photo; a map that sends this input's brightness to the truth's brightness
+    # then leaves nothing to differ. A cast in the amounts stays in the reference (it cannot be undone unpaired).
+    from exposure_engine.training.anchor import BrightnessAnchor
+
+    style = S.get("punchy")
+    display = np.random.default_rng(2).uniform(0.05, 0.95, (16, 16, 3)).astype(np.float32)
+    truth = style.apply(BM.clean_linear(display))
+    lum, want = 2.0 ** -3.3, BM.display_log2_brightness(truth)
+    bmap = BrightnessAnchor([-4.3, -2.3], [want - 1.0, want + 1.0])
+    neutral = {"saturation": 1.0, "gains": [1.0, 1.0, 1.0], "ev": -1.7}
+    np.testing.assert_allclose(BM.unpaired_reference(style, display, neutral, lum, bmap), truth, atol=3e-3)
+    cast = BM.unpaired_reference(style, display, {**neutral, "gains": [1.2, 0.95, 0.8]}, lum, bmap)
+    assert BM.display_log2_brightness(cast) == pytest.approx(want, abs=1e-3)
+    assert cast[..., 0].mean() > truth[..., 0].mean() and cast[..., 2].mean() < truth[..., 2].mean()
+
+
+def test_corrected_removes_exactly_the_brightness_or_the_mean_colour_error():
+    from exposure_engine.evaluation import metrics as M
+    from exposure_engine.evaluation.oracle import _log2_brightness, corrected
+    from exposure_engine.training.unprocess import linear_to_srgb, srgb_to_linear
+
+    rng = np.random.default_rng(1)
+    truth_lin = rng.uniform(0.02, 0.5, (12, 12, 3)).astype(np.float32)
+    truth = linear_to_srgb(truth_lin)
+    cast = linear_to_srgb(truth_lin * np.array([1.3, 0.9, 0.7], np.float32))  # brightness and colour off
+    fixed = corrected(cast, truth, per_channel=False)
+    assert _log2_brightness(fixed) == pytest.approx(_log2_brightness(truth), abs=1e-3)
+    assert M.psnr(fixed, truth) < 40  # the colour error is still there
+    np.testing.assert_allclose(corrected(cast, truth, per_channel=True), truth, atol=2e-3)  # a pure per-channel gain
+    np.testing.assert_allclose(srgb_to_linear(corrected(truth, truth, per_channel=True)), truth_lin, atol=1e-4)
 
 
 def test_brightness_response_tells_following_from_flattening_and_inverting():

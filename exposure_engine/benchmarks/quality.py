@@ -12,7 +12,9 @@ def register(sub) -> None:
         description="Split a photo folder into RAW-like inputs and a disjoint target half, apply each hidden style "
                     "to the targets, train (or load) a policy per style and score it with every baseline and the "
                     "style's own renders (the ceiling), and with the exposure oracle (the style's own render, "
-                    "exposed by the best rule from the input's brightness: the paired scores within reach). "
+                    "exposed by the best rule from the input's brightness, a paired reference) and the unpaired "
+                    "reference (the style's own render with the input's colour, as bright as the unpaired map of "
+                    "input to target brightness says: about where a faithful unpaired agent lands). "
                     "Writes results.json, results.md and a contact sheet per style under --out.")
     p.add_argument("--photos-dir", required=True, metavar="DIR", help="folder of finished photos (JPEG/PNG/TIFF)")
     p.add_argument("--out", required=True, metavar="DIR", help="where results and contact sheets go")

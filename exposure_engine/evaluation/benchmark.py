@@ -18,7 +18,11 @@ For one photo folder and each style of :mod:`.styles`:
    photos show different scenes. The *exposure oracle* is the style applied perfectly to the clean photo except
    for its exposure, which it sets from the RAW-like input's mean luminance with the best such rule for the
    training inputs: what a perfect imitation of the style can reach in paired PSNR / dE when, like any method
-   trained on unpaired data, it has only the input's brightness to undo the random exposure with.
+   trained on unpaired data, it has only the input's brightness to undo the random exposure with. The *unpaired
+   reference* keeps less: the style's exact render of the photo with the input's own colour (the random cast and
+   desaturation, which the two photo sets cannot tell from the scene's colour) at the brightness the unpaired
+   brightness map gives (:func:`unpaired_brightness_map`, no pairs): perfect tone with only what the marginals say
+   about each photo's brightness and colour, i.e. about where a faithful unpaired agent lands.
 """
 from __future__ import annotations
 
@@ -313,6 +317,56 @@ def exposure_oracle(style: S.Style, clean: np.ndarray, ev: float, input_lum: flo
     return style.apply(clean * np.float32(2.0 ** (ev + a + b * np.log2(input_lum))))
 
 
+def display_log2_brightness(display: np.ndarray) -> float:
+    """log2 mean linear luminance of a display sRGB image (what brightness means for outputs and truths here)."""
+    from ..training.unprocess import srgb_to_linear
+
+    return float(np.log2(mean_luminance(srgb_to_linear(display))))
+
+
+def unpaired_brightness_map(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray]):
+    """The brightness anchor's quantile map (training/anchor.py) from linear ``inputs``' log2 mean luminance to
+    display ``targets``' (whole images; the training loop fits it on crops): each input's brightness as far as
+    the two unpaired sets tell it."""
+    from ..training.anchor import BrightnessAnchor
+
+    return BrightnessAnchor.from_values([np.log2(mean_luminance(x)) for x in inputs],
+                                        [display_log2_brightness(t) for t in targets])
+
+
+def render_at_brightness(style: S.Style, photo: np.ndarray, log2_brightness: float, *, iterations: int = 24
+                         ) -> np.ndarray:
+    """The style's render of the linear ``photo`` times one gain, found by bisection over +-8 stops, such that the
+    render's log2 mean linear luminance is ``log2_brightness`` (the nearest reachable one where the style's
+    clipping makes it unreachable)."""
+    lo, hi = -8.0, 8.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if display_log2_brightness(style.apply(photo * np.float32(2.0 ** mid))) < log2_brightness:
+            lo = mid
+        else:
+            hi = mid
+    return style.apply(photo * np.float32(2.0 ** (0.5 * (lo + hi))))
+
+
+def with_input_colour(display: np.ndarray, amounts: dict, *, saturation: bool = True, cast: bool = True
+                      ) -> np.ndarray:
+    """The clean linear photo with (some of) its RAW-like draw's colour (:func:`raw_like`'s ``amounts``): its
+    desaturation and white-balance cast, not its exposure."""
+    from ..training.unprocess import UnprocessParams, unprocess
+
+    return unprocess(display, UnprocessParams(ev=0.0, saturation=amounts["saturation"] if saturation else 1.0,
+                                              gains=tuple(amounts["gains"]) if cast else (1.0, 1.0, 1.0)))
+
+
+def unpaired_reference(style: S.Style, display: np.ndarray, amounts: dict, input_lum: float, brightness_map
+                       ) -> np.ndarray:
+    """The unpaired reference of one test photo (module docstring): the style's render of the photo with its
+    input's colour, as bright as ``brightness_map`` (:func:`unpaired_brightness_map`) says for ``input_lum``."""
+    return render_at_brightness(style, with_input_colour(display, amounts),
+                                float(brightness_map.of_log2(np.log2(input_lum))))
+
+
 def exposure_rule_for(style: S.Style, train_photos: Sequence[Photo], train_draws: Sequence[tuple[np.ndarray, dict]]
                       ) -> tuple[float, float]:
     """:func:`fit_exposure_rule` on the training photos and their RAW-like draws (:func:`draws`)."""
@@ -379,13 +433,17 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     # The exposure oracle's rule is fitted on the training inputs (the same draws a trainer gets), never on the test.
     train_raw = draws(train_photos, cfg.seed, test=False)
     train_inputs = [x for x, _ in train_raw]
-    rule = oracle = None
+    rule = oracle = reference = None
     if train_raw:
         rule = exposure_rule_for(style, train_photos, train_raw)
         oracle = [exposure_oracle(style, c, amounts["ev"], mean_luminance(x), rule)
                   for c, (x, amounts) in zip(test_clean, test_raw)]
         log(f"[{style.name}] exposure oracle: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean luminance) stops "
             f"({time.perf_counter() - t0:.1f} s)")
+        bmap = unpaired_brightness_map(train_inputs, targets)
+        reference = [unpaired_reference(style, p.display, amounts, mean_luminance(x), bmap)
+                     for p, (x, amounts) in zip(test_photos, test_raw)]
+        log(f"[{style.name}] unpaired reference ({time.perf_counter() - t0:.1f} s)")
 
     training = None
     if trainer is not None:
@@ -410,6 +468,7 @@ def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequen
     methods = {name: score(imgs, target_stats, truths, cfg.seed) for name, imgs in renders.items()}
     if oracle is not None:
         methods["exposure_oracle"] = {**score(oracle, target_stats, truths, cfg.seed), "rule": list(rule)}
+        methods["unpaired_reference"] = score(reference, target_stats, truths, cfg.seed)
     # The ceiling's paired scores are trivially perfect (it *is* the ground truth): only its histogram counts.
     methods["ceiling"] = {**score(truths, target_stats, None, cfg.seed), "paired": None}
 
@@ -468,7 +527,10 @@ def results_markdown(results: dict) -> str:
              "Histogram intersection against the style's target set (higher is better, the ceiling is the style's "
              "own renders of the test photos); PSNR / dE76 against those renders (paired). exposure_oracle: the "
              "style's own render with the exposure set from the input's mean luminance (the best such rule on the "
-             "training inputs), a reference for the paired scores a method that must infer exposure can reach.", ""]
+             "training inputs), a reference for the paired scores a method that must infer exposure can reach. "
+             "unpaired_reference: the style's own render with the input's colour (cast, desaturation) left in and "
+             "the brightness from the unpaired map of input to target brightness: where a faithful unpaired "
+             "agent lands.", ""]
     for name, r in results["styles"].items():
         kind = "expressible by the 8 filters" if r["expressible"] else "not exactly expressible by the 8 filters"
         lines += [f"## {r['title']} ({name}: {kind})", "", r["description"], "", R.markdown_table(r["methods"]), ""]

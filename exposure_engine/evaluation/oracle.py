@@ -18,6 +18,18 @@ match its brightness distribution and still get each photo's brightness wrong. F
 brightness anchor (recipe ``brightness_anchor``, training/anchor.py) the anchor's map is read from its config.json
 and reported as a fourth "method": the brightness each test input was anchored at, its error against the truth,
 and how far the agent's outputs are from it.
+
+Two more columns say what an *unpaired* method could reach and where the agent's own error is:
+
+* ``unpaired_reference`` (the bench's, :func:`.benchmark.unpaired_reference`): the style's exact render of the
+  photo with the input's colour left as it is (cast and desaturation: an unpaired method cannot tell a random
+  cast from the scene's own colour) and each output as bright as the unpaired brightness map says (the brightness
+  anchor's quantile map, fitted on the whole training inputs against the targets: no pairs). Perfect tone with
+  only what the two marginals say about each photo's brightness and colour: where a faithful unpaired agent
+  lands, not a hard limit (a network could read more from the content than the mean brightness and colour).
+* ``agent_brightness_fixed`` and ``agent_gains_fixed``: the agent's output with its brightness error removed (one
+  linear gain to the truth's mean luminance), and with each channel's mean put at the truth's (one linear gain per
+  channel): what is left is tone shape and saturation.
 """
 from __future__ import annotations
 
@@ -33,9 +45,7 @@ from . import styles as S
 
 
 def _log2_brightness(display: np.ndarray) -> float:
-    from ..training.unprocess import srgb_to_linear
-
-    return float(np.log2(BM.mean_luminance(srgb_to_linear(display))))
+    return BM.display_log2_brightness(display)
 
 
 def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndarray) -> dict:
@@ -46,10 +56,21 @@ def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndar
     return {"slope": float(np.polyfit(inputs, outputs, 1)[0]), "spread": float(outputs.std()), "corr": corr}
 
 
+def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np.ndarray:
+    """``output`` (display sRGB) with linear gains that give it the truth's mean luminance (``per_channel`` False)
+    or also the truth's chroma, i.e. each channel's mean (True): its error minus brightness (or mean colour). The
+    gains of ``training.error_split``, the same correction for the shipped model's held-out study."""
+    from ..training import error_split as E
+    from ..training.unprocess import srgb_to_linear
+
+    have, want = E.channel_means(srgb_to_linear(output)), E.channel_means(srgb_to_linear(truth))
+    gains = E.gains_to(have, brightness=E.log2_brightness(want), chroma=E.log2_chroma(want) if per_channel else None)
+    return E.apply_gains(output, gains.astype(np.float32))
+
+
 def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
     from ..agent.policy import Policy
     from ..renderer import render
-    from ..training.unprocess import UnprocessParams, unprocess
     from .images import list_images
 
     style = S.get(style_name)
@@ -57,7 +78,10 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
     train = BM.load_photos(parts["train_inputs"], size)[0]
     test = BM.load_photos(parts["holdout_inputs"], size)[0]
     # The bench's rule and test inputs: the same draws and fit as run_style.
-    rule = BM.exposure_rule_for(style, train, BM.draws(train, seed, test=False))
+    train_draws = BM.draws(train, seed, test=False)
+    rule = BM.exposure_rule_for(style, train, train_draws)
+    targets = [style.apply(BM.clean_linear(t.display)) for t in BM.load_photos(parts["targets"], size)[0]]
+    bmap = BM.unpaired_brightness_map([x for x, _ in train_draws], targets)
     policy = Policy.load(model)
     # a model trained with the brightness anchor: the brightness it was asked for, beside what it gave
     anchor_map = policy.config.get("training", {}).get("brightness_anchor")
@@ -71,11 +95,12 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
         agent = render(x, pred.sequence)
         oracle = BM.exposure_oracle(style, clean, amounts["ev"], lum, rule)
 
-        def colour_left(saturation: float, gains) -> float:
+        def colour_left(saturation: bool, cast: bool) -> float:
             # The oracle on the photo with (some of) the input's colour kept: exposure and tone as the oracle's.
-            photo = unprocess(p.display, UnprocessParams(ev=0.0, saturation=saturation, gains=tuple(gains)))
+            photo = BM.with_input_colour(p.display, amounts, saturation=saturation, cast=cast)
             return M.psnr(BM.exposure_oracle(style, photo, amounts["ev"], lum, rule), truth)
 
+        reference = BM.unpaired_reference(style, p.display, amounts, lum, bmap)
         bright = {"agent": _log2_brightness(agent), "oracle": _log2_brightness(oracle),
                   "truth": _log2_brightness(truth)}
         if anchor is not None:
@@ -83,9 +108,12 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
         rows.append({"photo": p.stem, "agent_psnr": M.psnr(agent, truth), "oracle_psnr": M.psnr(oracle, truth),
                      "agent_brightness_error": bright["agent"] - bright["truth"],
                      "oracle_brightness_error": bright["oracle"] - bright["truth"],
-                     "oracle_colour_left_psnr": colour_left(amounts["saturation"], amounts["gains"]),
-                     "oracle_cast_left_psnr": colour_left(1.0, amounts["gains"]),
-                     "oracle_desaturation_left_psnr": colour_left(amounts["saturation"], (1.0, 1.0, 1.0)),
+                     "oracle_colour_left_psnr": colour_left(True, True),
+                     "oracle_cast_left_psnr": colour_left(False, True),
+                     "oracle_desaturation_left_psnr": colour_left(True, False),
+                     "unpaired_reference_psnr": M.psnr(reference, truth),
+                     "agent_brightness_fixed_psnr": M.psnr(corrected(agent, truth, per_channel=False), truth),
+                     "agent_gains_fixed_psnr": M.psnr(corrected(agent, truth, per_channel=True), truth),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
                      **{f"{k}_log2_brightness": v for k, v in bright.items()}})
     keys = [k for k in rows[0] if k.endswith("_psnr")]
@@ -123,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean PSNR: agent {s['agent_psnr']:.2f} dB, oracle {s['oracle_psnr']:.2f} dB (per image capped at 100); "
           f"oracle with the input's colour left {s['oracle_colour_left_psnr']:.2f} dB (cast only "
           f"{s['oracle_cast_left_psnr']:.2f}, desaturation only {s['oracle_desaturation_left_psnr']:.2f})")
+    print(f"unpaired reference (the style's exact tone, the input's colour, brightness from the unpaired map) "
+          f"{s['unpaired_reference_psnr']:.2f} dB; the agent with its brightness error removed "
+          f"{s['agent_brightness_fixed_psnr']:.2f} dB, with each channel's mean error removed "
+          f"{s['agent_gains_fixed_psnr']:.2f} dB")
     print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
           f"{s['mean_abs_oracle_brightness_error']:.2f} EV"
           + (f", the model's brightness anchor {s['mean_abs_anchor_brightness_error']:.2f} EV (agent from its anchor "
