@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value
-from exposure_engine.evaluation.oracle import _log2_brightness
+from exposure_engine.evaluation.benchmark import display_log2_brightness as numpy_log2_brightness
 from exposure_engine.training import recipes
 from exposure_engine.training.anchor import BrightnessAnchor, display_log2_brightness, potential
 from exposure_engine.training.loop import TrainConfig, agent_step, train
@@ -46,7 +46,7 @@ def test_a_state_is_as_bright_as_the_evaluation_says():
     rng = np.random.default_rng(0)
     img = rng.uniform(0.0, 1.1, (3, 16, 16, 3)).astype(np.float32)  # over 1: clipped, as the renderer's output
     got = display_log2_brightness(_chw(img)).numpy()
-    np.testing.assert_allclose(got, [_log2_brightness(np.clip(i, 0, 1)) for i in img], atol=1e-4)
+    np.testing.assert_allclose(got, [numpy_log2_brightness(np.clip(i, 0, 1)) for i in img], atol=1e-4)
 
 
 def test_the_anchor_reward_is_the_change_in_distance_from_the_anchor():

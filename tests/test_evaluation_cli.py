@@ -299,8 +299,8 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
 
 
 def test_unpaired_reference_renders_at_the_asked_brightness():
-    # render_at_brightness is the reference's exposure: one gain found by bisection, so the style's render lands on the
-    # asked log2 brightness, and a photo that already has it comes back as the style's own render.
+    # render_at_brightness is the reference's exposure: one gain found by bisection, so the style's render lands on
+    # the asked log2 brightness, and a photo that already has it comes back as the style's own render.
     style = S.get("punchy")
     photo = np.random.default_rng(0).uniform(0.0, 0.3, (16, 16, 3)).astype(np.float32)
     for target in (-4.0, -2.5, -1.2):
@@ -329,7 +329,7 @@ def test_unpaired_reference_is_the_truth_when_the_input_has_no_colour_error_and_
 
 def test_corrected_removes_exactly_the_brightness_or_the_mean_colour_error():
     from exposure_engine.evaluation import metrics as M
-    from exposure_engine.evaluation.oracle import _log2_brightness, corrected
+    from exposure_engine.evaluation.oracle import corrected
     from exposure_engine.training.unprocess import linear_to_srgb, srgb_to_linear
 
     rng = np.random.default_rng(1)
@@ -337,7 +337,7 @@ def test_corrected_removes_exactly_the_brightness_or_the_mean_colour_error():
     truth = linear_to_srgb(truth_lin)
     cast = linear_to_srgb(truth_lin * np.array([1.3, 0.9, 0.7], np.float32))  # brightness and colour off
     fixed = corrected(cast, truth, per_channel=False)
-    assert _log2_brightness(fixed) == pytest.approx(_log2_brightness(truth), abs=1e-3)
+    assert BM.display_log2_brightness(fixed) == pytest.approx(BM.display_log2_brightness(truth), abs=1e-3)
     assert M.psnr(fixed, truth) < 40  # the colour error is still there
     np.testing.assert_allclose(corrected(cast, truth, per_channel=True), truth, atol=2e-3)  # a pure per-channel gain
     np.testing.assert_allclose(srgb_to_linear(corrected(truth, truth, per_channel=True)), truth_lin, atol=1e-4)

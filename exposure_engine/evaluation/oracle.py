@@ -44,10 +44,6 @@ from . import metrics as M
 from . import styles as S
 
 
-def _log2_brightness(display: np.ndarray) -> float:
-    return BM.display_log2_brightness(display)
-
-
 def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndarray) -> dict:
     """Slope, spread and correlation with the truths of the outputs' log2 brightness against the inputs' (all
     ``(N,)`` log2 brightnesses, N >= 2, the inputs not all equal)."""
@@ -101,8 +97,8 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
             return M.psnr(BM.exposure_oracle(style, photo, amounts["ev"], lum, rule), truth)
 
         reference = BM.unpaired_reference(style, p.display, amounts, lum, bmap)
-        bright = {"agent": _log2_brightness(agent), "oracle": _log2_brightness(oracle),
-                  "truth": _log2_brightness(truth)}
+        bright = {k: BM.display_log2_brightness(v) for k, v in (("agent", agent), ("oracle", oracle),
+                                                                   ("truth", truth))}
         if anchor is not None:
             bright["anchor"] = float(anchor.of_log2(np.log2(lum)))
         rows.append({"photo": p.stem, "agent_psnr": M.psnr(agent, truth), "oracle_psnr": M.psnr(oracle, truth),
