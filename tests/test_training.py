@@ -345,6 +345,35 @@ def test_training_end_to_end_writes_a_loadable_model_history_and_report(tmp_path
                                                             "histogram_intersection.png"}
     assert len(pol.predict(np.full((20, 20, 3), 0.1, np.float32), seed=0)[0].sequence.steps) == 5
 
+def test_history_and_report_are_refreshed_at_checkpoints_while_training_runs(tmp_path, monkeypatch):
+    # A long run (the paper recipe takes hours on a CPU) can be watched while it trains, and a killed one keeps
+    # its curves: at a checkpoint, history.json and report/ are rewritten (at most every PROGRESS_EVERY_S).
+    from exposure_engine.training import loop as L
+    from exposure_engine.training import report as R
+
+    seen = []  # (history rows, monitor rows, history.json's rows) at each report refresh
+    real = R.write_report
+
+    def spy(history, monitor, folder):
+        on_disk = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
+        seen.append((len(history), len(monitor), len(on_disk)))
+        return real(history, monitor, folder)
+
+    monkeypatch.setattr(R, "write_report", spy)
+    monkeypatch.setattr(L, "PROGRESS_EVERY_S", 0.0)
+    cfg = _tiny_config(tmp_path, "m", 25)
+    cfg.checkpoint_every = 10
+    train(cfg)
+    # checkpoints at 10 and 20 (history rows every 10 iterations, monitor every 3), then the end at 25
+    assert seen == [(1, 3, 1), (2, 6, 2), (3, 9, 3)]
+    assert (tmp_path / "m" / "report" / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    seen.clear()
+    monkeypatch.setattr(L, "PROGRESS_EVERY_S", 3600.0)
+    train(_tiny_config(tmp_path, "n", 25))  # checkpoints every 5: only the first one and the end refresh
+    assert [s[0] for s in seen] == [0, 3]
+
+
 
 def test_ema_recipe_saves_the_moving_average_of_the_actor_and_resumes_it(tmp_path):
     # recipe.ema > 0: the shipped weights are the Polyak average (decay d per actor step), not the last iterate;

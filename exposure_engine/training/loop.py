@@ -17,7 +17,8 @@ Per iteration t of T:
 
 Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
 gradients with an all-reduce after each backward; each draws its own data. Rank 0 writes atomic checkpoints (temp
-file + os.replace), the final model folder, ``history.json`` and the report plots.
+file + os.replace), the final model folder, ``history.json`` and the report plots (these two also at checkpoints,
+at most every ``PROGRESS_EVERY_S``, so that a long run can be watched and a killed one keeps its curves).
 
 Devices: the networks and the batches live on ``TrainConfig.device`` (a GPU when asked for); the data and the replay
 pools stay on the CPU, and checkpoints are loaded onto the CPU first, so a checkpoint written on a GPU resumes on a
@@ -49,6 +50,7 @@ from .replay import ImagePool, StatePool
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 LOG_EVERY = 10  # iterations averaged into one history row
+PROGRESS_EVERY_S = 120.0  # history.json and report/ are refreshed at a checkpoint at most this often (and at the end)
 
 
 @dataclass
@@ -437,7 +439,7 @@ def train(cfg: TrainConfig) -> dict:
     mon_in = np.ascontiguousarray(mon_in[:, c0:c0 + 64, c0:c0 + 64])
     mon_tg = np.ascontiguousarray(mon_tg[:, c0:c0 + 64, c0:c0 + 64])
 
-    def checkpoint(iteration: int) -> None:
+    def checkpoint(iteration: int, progress: bool = True) -> None:
         if not is_main:
             return
         state = {"actor": actor.state_dict(), "value": value.state_dict(), "disc": disc.state_dict(),
@@ -453,6 +455,23 @@ def train(cfg: TrainConfig) -> dict:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write(ckpt_path, buf.getvalue())
+        if progress and (last_progress is None or time.monotonic() - last_progress >= PROGRESS_EVERY_S):
+            save_progress()
+
+    last_progress: float | None = None  # when save_progress last ran
+
+    def save_progress() -> None:
+        # history.json and the report as of now: a long run can be watched while it trains (e.g. with
+        # `python -m exposure_engine.training.report`), and a killed one keeps its curves
+        nonlocal last_progress
+        atomic_write(out / HISTORY, json.dumps({"history": history, "monitor": monitor}, indent=1).encode())
+        try:
+            from .report import write_report
+
+            write_report(history, monitor, out / "report")
+        except Exception as e:  # a plotting failure must not lose a training run
+            log(f"report not written: {type(e).__name__}: {e}")
+        last_progress = time.monotonic()
 
     def run_monitor(iteration: int) -> None:
         nonlocal best
@@ -555,7 +574,7 @@ def train(cfg: TrainConfig) -> dict:
     if is_main:
         if not monitor or monitor[-1]["iteration"] != it:
             run_monitor(it)
-        checkpoint(it)
+        checkpoint(it, progress=False)  # save_progress() follows below
         name = cfg.name or out.name
         last = shipped = _cpu_copy(actor if ema is None else ema)
         # the map the anchor used, so that evaluation can say how closely the outputs followed it
@@ -583,13 +602,7 @@ def train(cfg: TrainConfig) -> dict:
                     **cfg.extra}
         pol.save(out, extra_config={"training": training,
                                     "metrics": {"monitor_histogram_intersection": monitor[-1] if monitor else None}})
-        atomic_write(out / HISTORY, json.dumps({"history": history, "monitor": monitor}, indent=1).encode())
-        try:
-            from .report import write_report
-
-            write_report(history, monitor, out / "report")
-        except Exception as e:  # a plotting failure must not lose a finished training run
-            log(f"report not written: {type(e).__name__}: {e}")
+        save_progress()
         log(f"done: {it} iterations in {summary['seconds']} s ({stopped_by}); model in {out}")
     if world > 1:
         import torch.distributed as dist

@@ -8,6 +8,7 @@ run every few hundred iterations; the full-image evaluation (4 crops x 4 patches
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,15 @@ def write_report(history: list[dict], monitor: list[dict], folder: str | Path) -
         return np.convolve(v, np.ones(n) / n, mode="valid") if len(v) > n else v
 
     def save(fig, name):
+        # written whole or not at all: the report is refreshed while training runs, which a kill may interrupt
+        from ..agent.policy import atomic_write
+
         p = folder / name
         fig.tight_layout()
-        fig.savefig(p, dpi=90)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
+        atomic_write(p, buf.getvalue())
         written.append(p)
 
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.5))
