@@ -27,6 +27,7 @@ For one photo folder and each style of :mod:`.styles`:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,10 +241,12 @@ def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
         from ..training import loop
 
         _write_job_files(job)
+        # the training loop's progress bar on a terminal, none in a redirected log (the stage lines say enough)
         cfg = loop.TrainConfig(inputs=sorted(job.inputs_dir.glob("*.tif")),
                                targets=sorted(job.targets_dir.glob("*.png")), out=job.out_dir,
                                recipe=get_recipe(recipe), unprocess=False, minutes=job.minutes, seed=job.seed,
-                               name=f"bench-{job.style}", progress=False, device=job.device, resume=job.resume,
+                               name=f"bench-{job.style}", progress=sys.stderr.isatty(),
+                               device=job.device, resume=job.resume,
                                extra={"benchmark": "quality", "style": job.style}, validation=job.validation,
                                snapshots=job.snapshots)
         summary = loop.train(cfg)
