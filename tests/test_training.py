@@ -530,6 +530,12 @@ def test_holdout_over_several_draws_keeps_draw_0_and_averages_every_draw(tmp_pat
     assert three["methods"]["model"]["psnr"] == pytest.approx(np.mean([d["model_psnr"] for d in three["per_draw"]]),
                                                               abs=0.011)
     assert len({d["model_psnr"] for d in three["per_draw"]}) > 1  # the draws differ
+    # the unpaired reference (the finished photo itself, with only its brightness and its input's colour to guess)
+    # is far closer to the originals than any development of the RAW-like input, let alone a 1-iteration model
+    ref = three["methods"]["unpaired_reference"]
+    others = [v for k, v in three["methods"].items() if k not in ("unpaired_reference", "originals")]
+    assert ref["psnr"] > max(v["psnr"] for v in others) + 3.0
+    assert ref["delta_e76"] < min(v["delta_e76"] for v in others)
 
 
 @pytest.mark.slow

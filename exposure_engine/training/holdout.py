@@ -10,7 +10,10 @@ finished JPEG, unprocess it with an evaluation seed that training never used, le
 proxy, render the sequence at full resolution, and compare with the original (paired PSNR and CIE76 dE, from
 :mod:`exposure_engine.evaluation.metrics`). The same RAW-like inputs go through the baselines of
 :mod:`exposure_engine.evaluation.baselines` (LibRaw-like development, plain sRGB encoding, GIMP auto). The
-set-level histogram intersection is against the model's target half.
+set-level histogram intersection is against the model's target half. Beside them, ``unpaired_reference`` says what an unpaired learner
+could reach on the same inputs (``bench quality``'s reference for the style "original": each finished photo
+itself, with the input's colour cast and desaturation left in, as bright as the quantile map from the training
+inputs' brightness to the targets' says; docs/evaluation.md, "What the unpaired information allows").
 """
 from __future__ import annotations
 
@@ -28,13 +31,21 @@ def _display(img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def draw_params(n: int, seed: int) -> list:
+    """The unprocessing amounts (:class:`.unprocess.UnprocessParams`) of :func:`raw_like_draw`'s ``n`` photos:
+    one generator seeded ``seed``, one draw per photo, in order."""
+    from .unprocess import random_params
+
+    rng = np.random.default_rng(seed)
+    return [random_params(rng) for _ in range(n)]
+
+
 def raw_like_draw(originals: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """One RAW-like version of each finished photo, in order, from one generator seeded ``seed`` (the model card's
     inputs for ``seed = EVAL_SEED``)."""
-    from .unprocess import random_params, unprocess
+    from .unprocess import unprocess
 
-    rng = np.random.default_rng(seed)
-    return [unprocess(srgb, random_params(rng)) for srgb in originals]
+    return [unprocess(srgb, p) for srgb, p in zip(originals, draw_params(len(originals), seed))]
 
 
 def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_SEED, variants_seed: int = 0,
@@ -44,33 +55,48 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     luck of the random exposure and cast (docs/training.md); means over several draws are steadier."""
     from ..agent.policy import Policy
     from ..evaluation import baselines as B
+    from ..evaluation import benchmark as BM
     from ..evaluation import metrics as M
+    from ..evaluation import styles as S
     from ..imageio.proxy import make_proxy
     from ..renderer import render
     from . import data as D
+    from .unprocess import unprocess
 
     pol = Policy.load(model)
-    split = pol.config.get("training", {}).get("split")
+    training = pol.config.get("training", {})
+    split = training.get("split")
     if not split:
         raise ValueError(f"{model}: config.json records no data split (train with --split-from)")
     photos = Path(photos)
     names = split["holdout_inputs"]
     # "model": the edit retouch / the daemon / the plug-ins make by default (the mean edit, no dropout);
-    # "model_dropout_sample": the paper's test time (dropout on), one sample per photo (seed variants_seed).
-    names_m = ("model", "model_dropout_sample", "libraw_like", "identity", "gimp_auto")
+    # "model_dropout_sample": the paper's test time (dropout on), one sample per photo (seed variants_seed);
+    # "unpaired_reference": not a method but what an unpaired learner could reach (bench quality's reference,
+    # evaluation.benchmark.unpaired_reference, for the style "original"): the finished photo itself with its
+    # input's colour (cast, desaturation) left in, as bright as the quantile map from the training inputs' (one
+    # draw, the run's seed) to the targets' brightness says.
+    names_m = ("model", "model_dropout_sample", "libraw_like", "identity", "gimp_auto", "unpaired_reference")
     first = {k: [] for k in names_m}  # draw 0's renders, for the set-level histogram intersection
     paired = {k: {"psnr": [], "delta_e76": []} for k in names_m}  # every draw's per-image scores
     per_draw: list[dict] = []
     originals = [D.read_photo_srgb(photos / n) for n in names]
+    targets = [D.read_photo_srgb(photos / n) for n in split["targets"]]
+    train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
+    bmap = BM.unpaired_brightness_map(raw_like_draw(train_orig, int(training.get("seed", 0))), targets)
+    finished = S.get("original")
     per_image = []
     for draw in range(max(1, draws)):
         draw_psnr = []
-        for name, srgb, lin in zip(names, originals, raw_like_draw(originals, seed + draw)):
+        for name, srgb, amounts in zip(names, originals, draw_params(len(originals), seed + draw)):
+            lin = unprocess(srgb, amounts)
             proxy = make_proxy(lin, 64)
             pred = pol.predict(proxy)[0]
             outs = {"model": render(lin, pred.sequence),
                     "model_dropout_sample": render(lin, pol.predict(proxy, seed=variants_seed)[0].sequence),
-                    "libraw_like": B.libraw_like(lin), "identity": B.identity(lin), "gimp_auto": B.gimp_auto(lin)}
+                    "libraw_like": B.libraw_like(lin), "identity": B.identity(lin), "gimp_auto": B.gimp_auto(lin),
+                    "unpaired_reference": BM.unpaired_reference(finished, srgb, amounts.to_dict(),
+                                                                BM.mean_luminance(lin), bmap)}
             for k, out in outs.items():
                 paired[k]["psnr"].append(M.psnr(out, srgb))
                 paired[k]["delta_e76"].append(M.delta_e76(out, srgb))
@@ -82,7 +108,6 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
                                   "delta_e76": round(paired["model"]["delta_e76"][-1], 2),
                                   "steps": pred.sequence.labels()})
         per_draw.append({"unprocess_seed": seed + draw, "model_psnr": round(float(np.mean(draw_psnr)), 2)})
-    targets = [D.read_photo_srgb(photos / n) for n in split["targets"]]
     result: dict = {"model": pol.name, "sha256": pol.content_hash, "n_photos": len(names), "unprocess_seed": seed,
                     "draws": max(1, draws), "methods": {}, "per_image": per_image}
     if draws > 1:
