@@ -280,7 +280,8 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
     assert res["summary"]["unpaired_reference_psnr"] == pytest.approx(bench["unpaired_reference"]["paired"]["psnr"],
                                                                       abs=1e-6)
     assert all(math.isfinite(r["agent_brightness_error"]) for r in res["rows"])
-    new_columns = ("unpaired_reference_psnr", "agent_brightness_fixed_psnr", "agent_gains_fixed_psnr")
+    new_columns = ("unpaired_reference_psnr", "agent_brightness_fixed_psnr", "agent_gains_fixed_psnr",
+                   "agent_map_brightness_psnr", "agent_reference_colour_psnr")
     assert all(math.isfinite(r[k]) for r in res["rows"] for k in new_columns)
     resp = res["summary"]["brightness_response"]
     assert resp["truth"]["corr"] == pytest.approx(1.0) and set(resp) == {"agent", "oracle", "truth"}
@@ -402,3 +403,21 @@ def test_unknown_recipe_is_refused_before_any_work(photo_dir, tmp_path, capsys):
                  "--trainer", "loop:turbo"]) == 2
     assert "unknown recipe 'turbo'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_with_gains_moves_an_output_to_a_brightness_or_to_another_images_mean_colour_and_nothing_else():
+    from exposure_engine.evaluation.oracle import with_gains
+    from exposure_engine.training import error_split as E
+    from exposure_engine.training.unprocess import linear_to_srgb, srgb_to_linear
+
+    rng = np.random.default_rng(3)
+    lin = rng.uniform(0.02, 0.4, (12, 12, 3)).astype(np.float32)
+    out = linear_to_srgb(lin)
+    brighter = with_gains(out, brightness=BM.display_log2_brightness(out) + 0.5)
+    assert BM.display_log2_brightness(brighter) == pytest.approx(BM.display_log2_brightness(out) + 0.5, abs=1e-3)
+    np.testing.assert_allclose(srgb_to_linear(brighter), lin * 2 ** 0.5, rtol=2e-3, atol=1e-5)  # one gain for all
+    like = linear_to_srgb(lin[::-1] * np.array([1.4, 1.0, 0.6], np.float32))  # other pixels, a warm cast
+    warm = with_gains(out, like=like)
+    chroma = lambda im: E.log2_chroma(E.channel_means(srgb_to_linear(im)))  # noqa: E731
+    np.testing.assert_allclose(chroma(warm), chroma(like), atol=1e-3)
+    assert BM.display_log2_brightness(warm) == pytest.approx(BM.display_log2_brightness(out), abs=1e-3)

@@ -30,6 +30,10 @@ Two more columns say what an *unpaired* method could reach and where the agent's
 * ``agent_brightness_fixed`` and ``agent_gains_fixed``: the agent's output with its brightness error removed (one
   linear gain to the truth's mean luminance), and with each channel's mean put at the truth's (one linear gain per
   channel): what is left is tone shape and saturation.
+* ``agent_map_brightness`` and ``agent_reference_colour``: the agent's output moved, without pairs, to the
+  brightness the unpaired map gives (one gain), or to the unpaired reference's mean colour, i.e. the input's own
+  cast (per-channel gains, brightness kept): whether the agent's brightness or mean colour is worse than what the
+  unpaired information says (higher PSNR than the agent's: it is).
 """
 from __future__ import annotations
 
@@ -62,6 +66,18 @@ def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np
     have, want = E.channel_means(srgb_to_linear(output)), E.channel_means(srgb_to_linear(truth))
     gains = E.gains_to(have, brightness=E.log2_brightness(want), chroma=E.log2_chroma(want) if per_channel else None)
     return E.apply_gains(output, gains.astype(np.float32))
+
+
+def with_gains(output: np.ndarray, *, brightness: float | None = None, like: np.ndarray | None = None) -> np.ndarray:
+    """``output`` (display sRGB) with linear gains that give it log2 mean luminance ``brightness`` (one gain for
+    all channels) or the mean colour (chroma of the channel means) of the display image ``like``, its own
+    brightness kept: what following an unpaired predictor of brightness, or of colour, exactly would give."""
+    from ..training import error_split as E
+    from ..training.unprocess import srgb_to_linear
+
+    have = E.channel_means(srgb_to_linear(output))
+    chroma = None if like is None else E.log2_chroma(E.channel_means(srgb_to_linear(like)))
+    return E.apply_gains(output, E.gains_to(have, brightness=brightness, chroma=chroma).astype(np.float32))
 
 
 def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
@@ -110,6 +126,9 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
                      "unpaired_reference_psnr": M.psnr(reference, truth),
                      "agent_brightness_fixed_psnr": M.psnr(corrected(agent, truth, per_channel=False), truth),
                      "agent_gains_fixed_psnr": M.psnr(corrected(agent, truth, per_channel=True), truth),
+                     "agent_map_brightness_psnr": M.psnr(with_gains(agent, brightness=float(
+                         bmap.of_log2(np.log2(lum)))), truth),
+                     "agent_reference_colour_psnr": M.psnr(with_gains(agent, like=reference), truth),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
                      **{f"{k}_log2_brightness": v for k, v in bright.items()}})
     keys = [k for k in rows[0] if k.endswith("_psnr")]
@@ -151,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['unpaired_reference_psnr']:.2f} dB; the agent with its brightness error removed "
           f"{s['agent_brightness_fixed_psnr']:.2f} dB, with each channel's mean error removed "
           f"{s['agent_gains_fixed_psnr']:.2f} dB")
+    print(f"the agent's output put exactly where the unpaired information says (no pairs): at the unpaired map's "
+          f"brightness {s['agent_map_brightness_psnr']:.2f} dB; with the unpaired reference's mean colour (the "
+          f"input's cast left in) {s['agent_reference_colour_psnr']:.2f} dB")
     print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
           f"{s['mean_abs_oracle_brightness_error']:.2f} EV"
           + (f", the model's brightness anchor {s['mean_abs_anchor_brightness_error']:.2f} EV (agent from its anchor "
