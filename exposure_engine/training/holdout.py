@@ -10,10 +10,11 @@ finished JPEG, unprocess it with an evaluation seed that training never used, le
 proxy, render the sequence at full resolution, and compare with the original (paired PSNR and CIE76 dE, from
 :mod:`exposure_engine.evaluation.metrics`). The same RAW-like inputs go through the baselines of
 :mod:`exposure_engine.evaluation.baselines` (LibRaw-like development, plain sRGB encoding, GIMP auto). The
-set-level histogram intersection is against the model's target half. Beside them, ``unpaired_reference`` says what an unpaired learner
-could reach on the same inputs (``bench quality``'s reference for the style "original": each finished photo
-itself, with the input's colour cast and desaturation left in, as bright as the quantile map from the training
-inputs' brightness to the targets' says; docs/evaluation.md, "What the unpaired information allows").
+set-level histogram intersection is against the model's target half. Beside them, ``unpaired_reference`` says
+what an unpaired learner could reach on the same inputs (``bench quality``'s reference for the style "original":
+each finished photo itself, with the input's colour cast and desaturation left in, as bright as the quantile map
+from the training inputs' brightness to the targets' says; docs/evaluation.md, "What the unpaired information
+allows").
 """
 from __future__ import annotations
 
