@@ -56,28 +56,27 @@ def brightness_response(inputs: np.ndarray, outputs: np.ndarray, truths: np.ndar
     return {"slope": float(np.polyfit(inputs, outputs, 1)[0]), "spread": float(outputs.std()), "corr": corr}
 
 
-def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np.ndarray:
-    """``output`` (display sRGB) with linear gains that give it the truth's mean luminance (``per_channel`` False)
-    or also the truth's chroma, i.e. each channel's mean (True): its error minus brightness (or mean colour). The
-    gains of ``training.error_split``, the same correction for the shipped model's held-out study."""
-    from ..training import error_split as E
-    from ..training.unprocess import srgb_to_linear
-
-    have, want = E.channel_means(srgb_to_linear(output)), E.channel_means(srgb_to_linear(truth))
-    gains = E.gains_to(have, brightness=E.log2_brightness(want), chroma=E.log2_chroma(want) if per_channel else None)
-    return E.apply_gains(output, gains.astype(np.float32))
-
-
 def with_gains(output: np.ndarray, *, brightness: float | None = None, like: np.ndarray | None = None) -> np.ndarray:
-    """``output`` (display sRGB) with linear gains that give it log2 mean luminance ``brightness`` (one gain for
-    all channels) or the mean colour (chroma of the channel means) of the display image ``like``, its own
-    brightness kept: what following an unpaired predictor of brightness, or of colour, exactly would give."""
+    """``output`` (display sRGB) with linear gains (``training.error_split``'s) that give it log2 mean luminance
+    ``brightness`` (one gain for all channels; ``None``: its own) and, with ``like``, the mean colour (chroma of the
+    channel means) of the display image ``like``: what following a predictor of brightness or colour exactly gives."""
     from ..training import error_split as E
     from ..training.unprocess import srgb_to_linear
 
     have = E.channel_means(srgb_to_linear(output))
     chroma = None if like is None else E.log2_chroma(E.channel_means(srgb_to_linear(like)))
     return E.apply_gains(output, E.gains_to(have, brightness=brightness, chroma=chroma).astype(np.float32))
+
+
+def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np.ndarray:
+    """``output`` (display sRGB) with the truth's mean luminance (``per_channel`` False) or also the truth's chroma,
+    i.e. each channel's mean (True): its error minus brightness (or mean colour). The same correction as the shipped
+    model's held-out study (``training.error_split``)."""
+    from ..training import error_split as E
+    from ..training.unprocess import srgb_to_linear
+
+    return with_gains(output, brightness=E.log2_brightness(E.channel_means(srgb_to_linear(truth))),
+                      like=truth if per_channel else None)
 
 
 def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
