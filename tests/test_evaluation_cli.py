@@ -11,6 +11,7 @@ import pytest
 
 from exposure_engine.cli import main
 from exposure_engine.evaluation import benchmark as BM
+from exposure_engine.evaluation import metrics as M
 from exposure_engine.evaluation import styles as S
 from exposure_engine.sequence import EditSequence
 
@@ -299,6 +300,25 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
         np.mean([abs(r["agent_log2_brightness"] - r["input_log2_brightness"] - 1.0) for r in rows]))
 
 
+def test_oracle_study_fits_the_agents_program_and_a_given_one_to_the_truth_and_to_the_unpaired_reference(photo_dir,
+                                                                                                        tmp_path):
+    from exposure_engine.agent.policy import Policy
+    from exposure_engine.evaluation import oracle
+
+    Policy.random(seed=0).save(tmp_path / "random")
+    own = ["exposure", "white_balance", "gamma", "contrast", "saturation"]  # punchy's filters, after the input's
+    res = oracle.study(photo_dir, "punchy", str(tmp_path / "random"), n_test=1, size=64, seed=0, program_fit=True,
+                       program=own)
+    s = res["summary"]
+    for r in res["rows"]:
+        # the style's own program fitted with pairs gets close to the truth, whatever the random agent chose;
+        # fitted to the unpaired reference it can do no better than the reference does against the truth
+        assert r["program_fit_psnr"] > max(30.0, r["agent_psnr"])
+        assert r["program_reference_fit_psnr"] < r["program_fit_psnr"]
+        assert math.isfinite(r["agent_program_fit_psnr"]) and math.isfinite(r["agent_program_reference_fit_psnr"])
+    assert s["program_reference_fit_psnr"] == pytest.approx(s["unpaired_reference_psnr"], abs=1.5)
+
+
 def test_unpaired_reference_renders_at_the_asked_brightness():
     # render_at_brightness is the reference's exposure: one gain found by bisection, so the style's render lands on
     # the asked log2 brightness, and a photo that already has it comes back as the style's own render.
@@ -421,3 +441,19 @@ def test_with_gains_moves_an_output_to_a_brightness_or_to_another_images_mean_co
     chroma = lambda im: E.log2_chroma(E.channel_means(srgb_to_linear(im)))  # noqa: E731
     np.testing.assert_allclose(chroma(warm), chroma(like), atol=1e-3)
     assert BM.display_log2_brightness(warm) == pytest.approx(BM.display_log2_brightness(out), abs=1e-3)
+
+
+def test_fit_program_recovers_a_program_from_its_render_and_a_program_missing_a_step_fits_worse():
+    from exposure_engine.evaluation.oracle import fit_program
+    from exposure_engine.renderer import render
+
+    rng = np.random.default_rng(4)
+    lin = np.ascontiguousarray(rng.uniform(0.005, 0.2, (40, 56, 3)), np.float32)
+    seq = {"format": "exposure-edit-sequence", "version": 1,
+           "steps": [{"filter": "exposure", "params": {"ev": 1.8}}, {"filter": "gamma", "params": {"gamma": 0.5}},
+                     {"filter": "saturation", "params": {"amount": 0.4}}]}
+    target = render(lin, seq)
+    fitted = fit_program(lin, target, ["exposure", "gamma", "saturation"], work_size=64, steps=400)
+    assert fitted.shape == target.shape and fitted.dtype == np.float32
+    assert M.psnr(fitted, target) > 40.0  # the program itself: the fit finds its parameters
+    assert M.psnr(fit_program(lin, target, ["exposure", "saturation"], work_size=64, steps=400), target) < 30.0

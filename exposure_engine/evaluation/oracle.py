@@ -34,6 +34,17 @@ Two more columns say what an *unpaired* method could reach and where the agent's
   brightness the unpaired map gives (one gain), or to the unpaired reference's mean colour, i.e. the input's own
   cast (per-channel gains, brightness kept): whether the agent's brightness or mean colour is worse than what the
   unpaired information says (higher PSNR than the agent's: it is).
+
+With ``--program-fit`` (about 20 s a photo here, beside a training run) two more say whether the agent's *program*
+(its filters, in its order) or its *parameters* are what is wrong: :func:`fit_program` fits the program's
+parameters by gradient descent
+
+* to the ground truth (``agent_program_fit``, paired): the most that program can give on that photo;
+* to the unpaired reference (``agent_program_reference_fit``, no pairs): how close that program can follow the
+  unpaired reference, scored against the truth.
+
+``--program exposure,gamma,...`` fits that program the same two ways (``program_fit``, ``program_reference_fit``),
+e.g. the style's own filters, to compare with the agent's choice.
 """
 from __future__ import annotations
 
@@ -68,6 +79,53 @@ def with_gains(output: np.ndarray, *, brightness: float | None = None, like: np.
     return E.apply_gains(output, E.gains_to(have, brightness=brightness, chroma=chroma).astype(np.float32))
 
 
+def fit_program(image: np.ndarray, target: np.ndarray, filters, *, steps: int = 300, work_size: int = 128,
+                ev_starts: tuple[float, ...] = (0.0, 1.5, 3.0)) -> np.ndarray:
+    """The program ``filters`` (filter names, in order) with the parameters that fit the display ``target`` best:
+    Adam on the mean squared error of the clipped output, at ``work_size`` on the long edge, from every exposure
+    start in ``ev_starts`` (exposure's tanh saturates: one start can get stuck at a bound); the other parameters
+    start at identity. ``image`` linear ``(H, W, 3)``, ``target`` ``(H, W, 3)`` in [0, 1]. Returns the best
+    start's render of ``image`` at full size (float32, clipped), best by its full-size PSNR."""
+    import cv2
+    import torch
+
+    from .. import filters as F
+
+    fs = [F.get(n) for n in filters]
+    scale = min(1.0, work_size / max(image.shape[:2]))
+    small = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+
+    def tensor(a: np.ndarray, resize: bool) -> torch.Tensor:
+        a = cv2.resize(a, small, interpolation=cv2.INTER_AREA) if resize and scale < 1 else a
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), np.float32))[None]
+
+    x, t, full = tensor(image, True), tensor(target, True), tensor(image, False)
+    best, best_psnr = None, -np.inf
+    for ev in ev_starts if "exposure" in filters else (0.0,):
+        raws = [torch.zeros(1, f.n_raw, requires_grad=True) for f in fs]
+        if "exposure" in filters:
+            with torch.no_grad():
+                raws[filters.index("exposure")][0, 0] = float(np.arctanh(np.clip(ev / 3.5, -0.99, 0.99)))
+        opt = torch.optim.Adam(raws, lr=0.05)
+
+        def forward(img: torch.Tensor) -> torch.Tensor:
+            for f, r in zip(fs, raws):
+                img = f.apply(img, f.params_from_raw(r))
+            return img.clamp(0.0, 1.0)
+
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = ((forward(x) - t) ** 2).mean()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = np.ascontiguousarray(forward(full)[0].numpy().transpose(1, 2, 0))
+        score = M.psnr(out, target)
+        if score > best_psnr:
+            best, best_psnr = out, score
+    return best
+
+
 def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np.ndarray:
     """``output`` (display sRGB) with the truth's mean luminance (``per_channel`` False) or also the truth's chroma,
     i.e. each channel's mean (True): its error minus brightness (or mean colour). The same correction as the shipped
@@ -79,7 +137,8 @@ def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np
                       like=truth if per_channel else None)
 
 
-def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0) -> dict:
+def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, size: int = 384, seed: int = 0,
+          program_fit: bool = False, program: list[str] | None = None) -> dict:
     from ..agent.policy import Policy
     from ..renderer import render
     from .images import list_images
@@ -130,6 +189,11 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
                      "agent_reference_colour_psnr": M.psnr(with_gains(agent, like=reference), truth),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
                      **{f"{k}_log2_brightness": v for k, v in bright.items()}})
+        fits = ([("agent_program", [s.filter for s in pred.sequence.steps])] if program_fit else []) \
+            + ([("program", program)] if program else [])
+        for name, filters in fits:
+            rows[-1][f"{name}_fit_psnr"] = M.psnr(fit_program(x, truth, filters), truth)
+            rows[-1][f"{name}_reference_fit_psnr"] = M.psnr(fit_program(x, reference, filters), truth)
     keys = [k for k in rows[0] if k.endswith("_psnr")]
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):
@@ -154,8 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=20)
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--program-fit", action="store_true",
+                    help="also fit the agent's own program to the truth and to the unpaired reference (slow)")
+    ap.add_argument("--program", type=lambda v: v.split(","), metavar="FILTER,...",
+                    help="also fit this program (filter names in order) to the truth and to the unpaired reference")
     a = ap.parse_args(argv)
-    res = study(a.photos_dir, a.style, a.model, n_test=a.test, size=a.size, seed=a.seed)
+    if a.program:
+        from .. import filters as F
+
+        try:
+            [F.get(n) for n in a.program]
+        except KeyError as e:
+            ap.error(str(e.args[0]))
+    res = study(a.photos_dir, a.style, a.model, n_test=a.test, size=a.size, seed=a.seed, program_fit=a.program_fit,
+                program=a.program)
     print(f"{a.style}, {a.model}; exposure rule {res['rule'][0]:+.2f} {res['rule'][1]:+.2f} log2(mean luminance)")
     print(f"{'photo':20s} {'agent dB':>8s} {'oracle dB':>9s} {'agent EV':>8s} {'oracle EV':>9s}  agent's steps")
     for r in res["rows"]:
@@ -172,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"the agent's output put exactly where the unpaired information says (no pairs): at the unpaired map's "
           f"brightness {s['agent_map_brightness_psnr']:.2f} dB; with the unpaired reference's mean colour (the "
           f"input's cast left in) {s['agent_reference_colour_psnr']:.2f} dB")
+    if "agent_program_fit_psnr" in s:
+        print(f"the agent's own program with its parameters fitted: to the truth (paired) "
+              f"{s['agent_program_fit_psnr']:.2f} dB; to the unpaired reference "
+              f"{s['agent_program_reference_fit_psnr']:.2f} dB")
+    if "program_fit_psnr" in s:
+        print(f"the program {' | '.join(a.program)} with its parameters fitted: to the truth (paired) "
+              f"{s['program_fit_psnr']:.2f} dB; to the unpaired reference {s['program_reference_fit_psnr']:.2f} dB")
     print(f"mean |brightness error|: agent {s['mean_abs_agent_brightness_error']:.2f} EV, oracle "
           f"{s['mean_abs_oracle_brightness_error']:.2f} EV"
           + (f", the model's brightness anchor {s['mean_abs_anchor_brightness_error']:.2f} EV (agent from its anchor "
