@@ -302,6 +302,7 @@ def test_oracle_study_reproduces_the_bench_on_the_same_split(photo_dir, tmp_path
 
 def test_oracle_study_fits_the_agents_program_and_a_given_one_to_the_truth_and_to_the_unpaired_reference(photo_dir,
                                                                                                         tmp_path):
+    from exposure_engine import filters as F
     from exposure_engine.agent.policy import Policy
     from exposure_engine.evaluation import oracle
 
@@ -316,7 +317,12 @@ def test_oracle_study_fits_the_agents_program_and_a_given_one_to_the_truth_and_t
         assert r["program_fit_psnr"] > max(30.0, r["agent_psnr"])
         assert r["program_reference_fit_psnr"] < r["program_fit_psnr"]
         assert math.isfinite(r["agent_program_fit_psnr"]) and math.isfinite(r["agent_program_reference_fit_psnr"])
+        # refitted from its own parameters, each of the agent's steps reports how its parameters moved
+        assert len(r["agent_refit_moves"]) == len(r["steps"]) and math.isfinite(r["agent_refit_psnr"])
+        assert all(len(m) == F.get(name).n_packed for name, m in r["agent_refit_moves"].items())
     assert s["program_reference_fit_psnr"] == pytest.approx(s["unpaired_reference_psnr"], abs=1.5)
+    moves = s["agent_refit_moves"]
+    assert sum(m["photos"] for m in moves.values()) == sum(len(r["agent_refit_moves"]) for r in res["rows"])
 
 
 def test_unpaired_reference_renders_at_the_asked_brightness():
@@ -453,7 +459,13 @@ def test_fit_program_recovers_a_program_from_its_render_and_a_program_missing_a_
            "steps": [{"filter": "exposure", "params": {"ev": 1.8}}, {"filter": "gamma", "params": {"gamma": 0.5}},
                      {"filter": "saturation", "params": {"amount": 0.4}}]}
     target = render(lin, seq)
-    fitted = fit_program(lin, target, ["exposure", "gamma", "saturation"], work_size=64, steps=400)
+    fitted, params = fit_program(lin, target, ["exposure", "gamma", "saturation"], work_size=64, steps=400)
     assert fitted.shape == target.shape and fitted.dtype == np.float32
     assert M.psnr(fitted, target) > 40.0  # the program itself: the fit finds its parameters
-    assert M.psnr(fit_program(lin, target, ["exposure", "saturation"], work_size=64, steps=400), target) < 30.0
+    np.testing.assert_allclose(np.concatenate(params), [1.8, 0.5, 0.4], atol=2e-3)
+    assert M.psnr(fit_program(lin, target, ["exposure", "saturation"], work_size=64, steps=400)[0], target) < 30.0
+    # from given parameters: a start already at the answer stays there; a wrong one is pulled to it
+    for init in ([[1.8], [0.5], [0.4]], [[0.5], [1.5], [0.9]]):
+        _, params = fit_program(lin, target, ["exposure", "gamma", "saturation"], init=init, work_size=64,
+                                steps=600)
+        np.testing.assert_allclose(np.concatenate(params), [1.8, 0.5, 0.4], atol=2e-3)

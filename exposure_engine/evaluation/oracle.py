@@ -41,7 +41,10 @@ parameters by gradient descent
 
 * to the ground truth (``agent_program_fit``, paired): the most that program can give on that photo;
 * to the unpaired reference (``agent_program_reference_fit``, no pairs): how close that program can follow the
-  unpaired reference, scored against the truth.
+  unpaired reference, scored against the truth;
+* to the unpaired reference from the agent's own parameters (``agent_refit``), with how far each parameter moves
+  (summary ``agent_refit_moves``: mean and spread over the photos whose program has that filter): a mean move
+  beyond the spread is a bias of the agent's, the same on every photo.
 
 ``--program exposure,gamma,...`` fits that program the same two ways (``program_fit``, ``program_reference_fit``),
 e.g. the style's own filters, to compare with the agent's choice.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -79,13 +83,30 @@ def with_gains(output: np.ndarray, *, brightness: float | None = None, like: np.
     return E.apply_gains(output, E.gains_to(have, brightness=brightness, chroma=chroma).astype(np.float32))
 
 
-def fit_program(image: np.ndarray, target: np.ndarray, filters, *, steps: int = 300, work_size: int = 128,
-                ev_starts: tuple[float, ...] = (0.0, 1.5, 3.0)) -> np.ndarray:
+def _raw_for(f, packed: Sequence[float]):
+    """Raw network outputs whose parameters (``f.params_from_raw``) are ``packed``, found numerically (every
+    mapping is a squashing, some with a mask or a normalisation: one generic inverse instead of eight)."""
+    import torch
+
+    want = torch.tensor([list(packed)[: f.n_packed]], dtype=torch.float32)
+    raw = torch.zeros(1, f.n_raw, requires_grad=True)
+    opt = torch.optim.Adam([raw], lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        loss = ((f.params_from_raw(raw) - want) ** 2).sum()
+        loss.backward()
+        opt.step()
+    return raw.detach()
+
+
+def fit_program(image: np.ndarray, target: np.ndarray, filters: Sequence[str], *, init=None, steps: int = 300,
+                work_size: int = 128, ev_starts: tuple[float, ...] = (0.0, 1.5, 3.0)) -> tuple[np.ndarray, list]:
     """The program ``filters`` (filter names, in order) with the parameters that fit the display ``target`` best:
-    Adam on the mean squared error of the clipped output, at ``work_size`` on the long edge, from every exposure
-    start in ``ev_starts`` (exposure's tanh saturates: one start can get stuck at a bound); the other parameters
-    start at identity. ``image`` linear ``(H, W, 3)``, ``target`` ``(H, W, 3)`` in [0, 1]. Returns the best
-    start's render of ``image`` at full size (float32, clipped), best by its full-size PSNR."""
+    Adam on the mean squared error of the clipped output, at ``work_size`` on the long edge. Starts: ``init`` (one
+    packed parameter list per step, e.g. an agent's own) when given; else every exposure start in ``ev_starts``
+    (exposure's tanh saturates: one start can get stuck at a bound) with the other parameters at identity.
+    ``image`` linear ``(H, W, 3)``, ``target`` ``(H, W, 3)`` in [0, 1]. Returns the best start's render of
+    ``image`` at full size (float32, clipped; best by its full-size PSNR) and its packed parameters per step."""
     import cv2
     import torch
 
@@ -99,13 +120,18 @@ def fit_program(image: np.ndarray, target: np.ndarray, filters, *, steps: int = 
         a = cv2.resize(a, small, interpolation=cv2.INTER_AREA) if resize and scale < 1 else a
         return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), np.float32))[None]
 
+    def start(ev: float) -> list:
+        raws = [torch.zeros(1, f.n_raw) for f in fs]
+        if "exposure" in filters:
+            raws[list(filters).index("exposure")][0, 0] = float(np.arctanh(np.clip(ev / 3.5, -0.99, 0.99)))
+        return raws
+
+    starts = [[_raw_for(f, p) for f, p in zip(fs, init)]] if init is not None else \
+        [start(ev) for ev in (ev_starts if "exposure" in filters else (0.0,))]
     x, t, full = tensor(image, True), tensor(target, True), tensor(image, False)
     best, best_psnr = None, -np.inf
-    for ev in ev_starts if "exposure" in filters else (0.0,):
-        raws = [torch.zeros(1, f.n_raw, requires_grad=True) for f in fs]
-        if "exposure" in filters:
-            with torch.no_grad():
-                raws[filters.index("exposure")][0, 0] = float(np.arctanh(np.clip(ev / 3.5, -0.99, 0.99)))
+    for raws in starts:
+        raws = [r.clone().requires_grad_(True) for r in raws]
         opt = torch.optim.Adam(raws, lr=0.05)
 
         def forward(img: torch.Tensor) -> torch.Tensor:
@@ -120,9 +146,10 @@ def fit_program(image: np.ndarray, target: np.ndarray, filters, *, steps: int = 
             opt.step()
         with torch.no_grad():
             out = np.ascontiguousarray(forward(full)[0].numpy().transpose(1, 2, 0))
+            params = [f.params_from_raw(r)[0, : f.n_packed].tolist() for f, r in zip(fs, raws)]
         score = M.psnr(out, target)
         if score > best_psnr:
-            best, best_psnr = out, score
+            best, best_psnr = (out, params), score
     return best
 
 
@@ -192,12 +219,27 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
         fits = ([("agent_program", [s.filter for s in pred.sequence.steps])] if program_fit else []) \
             + ([("program", program)] if program else [])
         for name, filters in fits:
-            rows[-1][f"{name}_fit_psnr"] = M.psnr(fit_program(x, truth, filters), truth)
-            rows[-1][f"{name}_reference_fit_psnr"] = M.psnr(fit_program(x, reference, filters), truth)
+            rows[-1][f"{name}_fit_psnr"] = M.psnr(fit_program(x, truth, filters)[0], truth)
+            rows[-1][f"{name}_reference_fit_psnr"] = M.psnr(fit_program(x, reference, filters)[0], truth)
+        if program_fit:
+            # the agent's own parameters moved to where they best follow the unpaired reference: how far
+            own = [s.definition.from_json(s.params) for s in pred.sequence.steps]
+            refit, moved = fit_program(x, reference, [s.filter for s in pred.sequence.steps], init=own)
+            rows[-1]["agent_refit_psnr"] = M.psnr(refit, truth)
+            rows[-1]["agent_refit_moves"] = {s.filter: [b - a for a, b in zip(o, m)]
+                                             for s, o, m in zip(pred.sequence.steps, own, moved)}
     keys = [k for k in rows[0] if k.endswith("_psnr")]
     summary = {k: float(np.mean([min(r[k], 100.0) for r in rows])) for k in keys}  # an exact render is inf dB
     for k in ("agent_brightness_error", "oracle_brightness_error"):
         summary[f"mean_abs_{k}"] = float(np.mean([abs(r[k]) for r in rows]))
+    if program_fit:
+        moves: dict[str, list] = {}
+        for r in rows:
+            for name, m in r["agent_refit_moves"].items():
+                moves.setdefault(name, []).append(m)
+        # a mean move larger than the spread is a bias the agent has on every photo, not noise from photo to photo
+        summary["agent_refit_moves"] = {name: {"photos": len(m), "mean": np.mean(m, 0).tolist(),
+                                               "std": np.std(m, 0).tolist()} for name, m in moves.items()}
     kinds = ("agent", "oracle", "truth") + (("anchor",) if anchor is not None else ())
     if anchor is not None:
         summary["mean_abs_anchor_brightness_error"] = float(np.mean([abs(r["anchor_log2_brightness"]
@@ -251,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     if "agent_program_fit_psnr" in s:
         print(f"the agent's own program with its parameters fitted: to the truth (paired) "
               f"{s['agent_program_fit_psnr']:.2f} dB; to the unpaired reference "
-              f"{s['agent_program_reference_fit_psnr']:.2f} dB")
+              f"{s['agent_program_reference_fit_psnr']:.2f} dB; from its own parameters to the reference "
+              f"{s['agent_refit_psnr']:.2f} dB, its parameters moving by (mean / spread over the photos using it):")
+        for name, m in s["agent_refit_moves"].items():
+            print(f"  {name:16s} {m['photos']:3d} photos  " + ", ".join(f"{a:+.3f} / {b:.3f}"
+                                                                       for a, b in zip(m["mean"], m["std"])))
     if "program_fit_psnr" in s:
         print(f"the program {' | '.join(a.program)} with its parameters fitted: to the truth (paired) "
               f"{s['program_fit_psnr']:.2f} dB; to the unpaired reference {s['program_reference_fit_psnr']:.2f} dB")
