@@ -244,6 +244,28 @@ def test_agent_step_trains_actor_and_value_but_never_the_critic():
     assert sum(logs["usage"]) == 8
 
 
+def test_from_greedy_from_on_training_applies_the_likeliest_unused_filter_as_inference_does():
+    from dataclasses import replace
+
+    torch.manual_seed(2)
+    arch = Arch.from_dict(PAPER_REWARD.arch_dict())
+    actor, value, disc = Actor(arch), Value(arch), _zero_critic(arch)
+    actor.eval()  # no dropout: the same pi1 in every call here
+    img, step = torch.rand(32, 3, 64, 64) * 0.2, torch.full((32,), 1, dtype=torch.long)
+    used = torch.zeros(32, 8)
+    used[:, 0] = 1.0  # exposure already applied
+    with torch.no_grad():
+        probs, _ = actor(img, step, used)
+    expect = (probs * (1.0 - used)).argmax(1)
+    greedy = replace(PAPER_REWARD, greedy_from=0.8)
+    for progress, must_match in ((0.8, True), (0.95, True), (0.5, False)):
+        _, _, _, new_used, _ = agent_step(actor, value, disc, img, step, used, greedy, progress)
+        chosen = (new_used - used).argmax(1)
+        assert torch.equal(chosen, expect) == must_match  # a draw from 8 filters on 32 rows: never all the argmax
+    with pytest.raises(ValueError, match="greedy_from"):
+        replace(PAPER_REWARD, greedy_from=1.5)
+
+
 def test_expected_choice_gradient_scores_each_filter_as_if_it_had_been_chosen():
     """choice_gradient="expected": Q(s, a) of every filter, each computed as the sampled path would if a were drawn."""
     from exposure_engine.agent.networks import apply_chosen

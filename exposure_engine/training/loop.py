@@ -12,7 +12,8 @@ Per iteration t of T:
    gradient through the differentiable filter, D and V; the discrete choice gets REINFORCE with the advantage
    (recipe options, not in the paper: ``choice_gradient="expected"``, off in both named recipes, and
    ``brightness_anchor`` w, 0.5 in ``cpu-fast`` and off in ``paper``, which adds ``w (phi(s') - phi(s))`` to r,
-   training/anchor.py, with ``anchor_in_choice`` saying whether its term enters the choice's advantage);
+   training/anchor.py, with ``anchor_in_choice`` saying whether its term enters the choice's advantage; and
+   ``greedy_from``, off in both, from which fraction of T the applied filter is pi1's argmax as at inference);
 3. the stepped states go back to the pool; finished ones feed the critic's image pool.
 
 Learning rates decay as ``lr * 0.1^(3t/T)``. Several processes (torchrun; gloo, or NCCL with one GPU each) average
@@ -194,7 +195,10 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     [0, 1]. The logs are 0-d tensors (``usage``: filter counts ``(8,)``), read by the caller when it logs."""
     b = img.shape[0]
     probs, packed_all = actor(img, step, used)
-    choice = torch.multinomial(probs.detach(), 1).squeeze(1)
+    if progress >= recipe.greedy_from:  # inference's choice: the likeliest filter not used yet
+        choice = (probs.detach() * (1.0 - used)).argmax(1)
+    else:
+        choice = torch.multinomial(probs.detach(), 1).squeeze(1)
     new_img = apply_choice(img, choice, packed_all)
     rows = torch.arange(b, device=img.device)
     reused = used[rows, choice]

@@ -55,6 +55,11 @@ class Recipe:
     # evaluated with the parameters pi2 proposed for it (D and V without gradients; "all-action" or mean
     # actor-critic, not in the paper): no sampling noise in the choice's gradient, ~8 extra D and V forwards per step.
     choice_gradient: str = "sampled"
+    # Training progress (t / T) from which the filter each training step applies is pi1's argmax among the unused
+    # filters, as at inference, instead of a draw from pi1 (the paper draws throughout: 1.0 = never). pi2's
+    # parameters are otherwise learned for states reached, and futures taken, by random filter choices; from here
+    # on they learn the programs inference will run (not in the paper).
+    greedy_from: float = 1.0
     # > 0: the reward gets brightness_anchor * (phi(s') - phi(s)), phi = minus the state's distance in stops from
     # its episode's anchor, the brightness the input's quantile among the inputs has among the targets
     # (training/anchor.py; not in the paper; 0 = off).
@@ -69,6 +74,8 @@ class Recipe:
         if self.choice_gradient not in CHOICE_GRADIENTS:
             raise ValueError(f"recipe {self.name!r}: choice_gradient {self.choice_gradient!r} is not one of "
                              f"{', '.join(CHOICE_GRADIENTS)}")
+        if not 0.0 <= self.greedy_from <= 1.0:
+            raise ValueError(f"recipe {self.name!r}: greedy_from must be in [0, 1], not {self.greedy_from!r}")
         if not self.brightness_anchor >= 0.0:
             raise ValueError(f"recipe {self.name!r}: brightness_anchor must be >= 0, not {self.brightness_anchor!r}")
         if not isinstance(self.anchor_in_choice, bool):
