@@ -216,15 +216,15 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
                      "agent_reference_colour_psnr": M.psnr(with_gains(agent, like=reference), truth),
                      "steps": pred.sequence.labels(), "input_log2_brightness": float(np.log2(lum)),
                      **{f"{k}_log2_brightness": v for k, v in bright.items()}})
-        fits = ([("agent_program", [s.filter for s in pred.sequence.steps])] if program_fit else []) \
-            + ([("program", program)] if program else [])
+        agent_filters = [s.filter for s in pred.sequence.steps]
+        fits = ([("agent_program", agent_filters)] if program_fit else []) + ([("program", program)] if program else [])
         for name, filters in fits:
             rows[-1][f"{name}_fit_psnr"] = M.psnr(fit_program(x, truth, filters)[0], truth)
             rows[-1][f"{name}_reference_fit_psnr"] = M.psnr(fit_program(x, reference, filters)[0], truth)
         if program_fit:
             # the agent's own parameters moved to where they best follow the unpaired reference: how far
             own = [s.definition.from_json(s.params) for s in pred.sequence.steps]
-            refit, moved = fit_program(x, reference, [s.filter for s in pred.sequence.steps], init=own)
+            refit, moved = fit_program(x, reference, agent_filters, init=own)
             rows[-1]["agent_refit_psnr"] = M.psnr(refit, truth)
             rows[-1]["agent_refit_moves"] = {s.filter: [b - a for a, b in zip(o, m)]
                                              for s, o, m in zip(pred.sequence.steps, own, moved)}

@@ -42,7 +42,7 @@ import torch
 
 from .. import filters as F
 from ..agent.networks import MAX_ENTROPY, Actor, Arch, Discriminator, Value, apply_choice, entropy
-from ..agent.policy import STATE_SIZE, Policy, atomic_write
+from ..agent.policy import STATE_SIZE, Policy, atomic_write, choose
 from . import anchor as A
 from . import data as D
 from .recipes import Recipe
@@ -195,8 +195,8 @@ def agent_step(actor: Actor, value: Value, disc: Discriminator, img: torch.Tenso
     [0, 1]. The logs are 0-d tensors (``usage``: filter counts ``(8,)``), read by the caller when it logs."""
     b = img.shape[0]
     probs, packed_all = actor(img, step, used)
-    if progress >= recipe.greedy_from:  # inference's choice: the likeliest filter not used yet
-        choice = (probs.detach() * (1.0 - used)).argmax(1)
+    if progress >= recipe.greedy_from:  # inference's own choice: the likeliest filter not used yet
+        choice = choose(probs.detach(), used, probs.new_zeros(b), deterministic=True, allow_reuse=False)
     else:
         choice = torch.multinomial(probs.detach(), 1).squeeze(1)
     new_img = apply_choice(img, choice, packed_all)
