@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -161,6 +162,23 @@ def test_proxy_sampler_returns_64x64_windows_of_the_crops_possibly_flipped():
         assert found
 
 
+def test_input_jitter_recipe_field_reaches_the_input_sampler_and_is_validated(tmp_path):
+    (tmp_path / "j.json").write_text('{"input_jitter": [0.5, 0.1, 0.2]}')
+    r = recipes.get(str(tmp_path / "j.json"))
+    assert r.input_jitter == (0.5, 0.1, 0.2) and recipes.Recipe.from_dict(r.to_dict()) == r
+    assert not recipes.get("cpu-fast").jitter and not recipes.get("paper").jitter  # both recipes: off
+    with pytest.raises(ValueError, match="input_jitter"):
+        replace(r, input_jitter=(0.5, 0.1))
+    with pytest.raises(ValueError, match="input_jitter"):
+        replace(r, input_jitter=(0.5, 0.1, 1.5))
+    crops = np.full((2, 80, 80, 3), 0.1, np.float32)
+    plain = D.ProxySampler(crops, 64, np.random.default_rng(0)).sample(8)
+    jittered = D.ProxySampler(crops, 64, np.random.default_rng(0), augment=r.jitter).sample(8)
+    assert torch.equal(plain, torch.full_like(plain, 0.1))
+    means = jittered.mean((1, 2, 3))
+    assert means.std() > 0.005 and not torch.allclose(jittered[:, 0], jittered[:, 2])
+
+
 # --- replay memory --------------------------------------------------------------------------------------------
 
 
@@ -245,7 +263,6 @@ def test_agent_step_trains_actor_and_value_but_never_the_critic():
 
 
 def test_from_greedy_from_on_training_applies_the_likeliest_unused_filter_as_inference_does():
-    from dataclasses import replace
 
     torch.manual_seed(2)
     arch = Arch.from_dict(PAPER_REWARD.arch_dict())
@@ -400,7 +417,6 @@ def test_history_and_report_are_refreshed_at_checkpoints_while_training_runs(tmp
 def test_ema_recipe_saves_the_moving_average_of_the_actor_and_resumes_it(tmp_path):
     # recipe.ema > 0: the shipped weights are the Polyak average (decay d per actor step), not the last iterate;
     # the checkpoint keeps both, and a resumed run continues the same average.
-    from dataclasses import replace
 
     cfg = _tiny_config(tmp_path, "m", 4)
     cfg.recipe = replace(TINY_RECIPE, ema=0.5)
@@ -466,7 +482,6 @@ def test_validation_psnr_is_the_mean_per_image_psnr_of_the_mean_edits():
 
 
 def test_a_validated_run_saves_the_best_validated_weights_and_keeps_them_across_resume(tmp_path):
-    from dataclasses import replace
 
     cfg = _tiny_config(tmp_path, "m", 9)
     cfg.recipe = replace(TINY_RECIPE, ema=0.5)

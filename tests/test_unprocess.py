@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exposure_engine.training.unprocess import (LUM, UnprocessParams, UnprocessRanges, inverse_smoothstep,
+from exposure_engine.training.unprocess import (LUM, Jitter, UnprocessParams, UnprocessRanges, inverse_smoothstep,
                                                 linear_stats, linear_to_srgb, random_params, smoothstep,
                                                 srgb_to_linear, unprocess)
 
@@ -87,3 +87,58 @@ def test_linear_stats_report_the_compared_quantities():
 def test_unprocess_rejects_a_non_rgb_array():
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         unprocess(np.zeros((4, 4), np.float32), UnprocessParams())
+
+
+# --- jitter: a fresh look on every training sample ----------------------------------------------------------
+
+
+def linear_batch(n: int = 64) -> "torch.Tensor":
+    import torch
+
+    rng = np.random.default_rng(1)
+    return torch.from_numpy(np.stack([unprocess(photo(i % 7), random_params(rng)).transpose(2, 0, 1)
+                                      for i in range(n)]))
+
+
+def _lum(x):
+    return np.einsum("bchw,c->b", x.numpy(), LUM) / (x.shape[2] * x.shape[3])
+
+
+def test_jitter_exposure_alone_scales_each_image_by_its_own_power_of_two_within_the_range():
+    x = linear_batch() * 0.45  # at most 0.45 / sqrt(2) bright: two times brighter is still below 1, no clipping
+    y = Jitter(ev=1.0)(x, np.random.default_rng(0))
+    stops = np.log2(y.numpy().reshape(len(x), -1).sum(1) / x.numpy().reshape(len(x), -1).sum(1))
+    np.testing.assert_allclose(y.numpy(), x.numpy() * 2.0 ** stops[:, None, None, None], rtol=1e-4, atol=1e-7)
+    assert stops.min() >= -1 - 1e-5 and stops.max() <= 1 + 1e-5 and stops.std() > 0.3
+
+
+def test_jitter_saturation_keeps_luminance_cast_keeps_greys_luminance_and_grey_stays_grey():
+    import torch
+
+    x = linear_batch()
+    lum = torch.einsum("bchw,c->bhw", x, torch.from_numpy(LUM))[:, None]
+    x = lum + 0.3 * (x - lum)  # muted colours: even x1.5 chroma stays >= 0, so nothing is clipped
+    y = Jitter(saturation=0.5)(x, np.random.default_rng(0))
+    np.testing.assert_allclose(_lum(y), _lum(x), rtol=1e-5)
+    chroma = lambda im: (im - im.mean(1, keepdim=True)).abs().mean((1, 2, 3)).numpy()
+    factor = chroma(y) / chroma(x)
+    assert factor.min() >= 0.5 - 1e-4 and factor.max() <= 1.5 + 1e-4 and factor.std() > 0.1
+    grey = torch.full((8, 3, 4, 4), 0.2)
+    cast = Jitter(cast=0.3)(grey, np.random.default_rng(0))
+    np.testing.assert_allclose(_lum(cast), 0.2, rtol=1e-5)  # gains of unit luminance
+    rb = cast[:, 0, 0, 0] / cast[:, 2, 0, 0]
+    assert float(rb.std()) > 0.05 and float(rb.max()) <= 1.3 ** 2 + 1e-4  # R/B differs image to image
+    np.testing.assert_allclose(Jitter(saturation=0.5)(grey, np.random.default_rng(0)).numpy(), 0.2, atol=1e-6)
+
+
+def test_jitter_clips_like_a_sensor_and_off_means_no_change():
+    import torch
+
+    x = torch.full((4, 3, 4, 4), 0.9)
+    y = Jitter(ev=2.0)(x, np.random.default_rng(3))
+    assert float(y.max()) <= 1.0 and float(y.min()) >= 0.0
+    assert not Jitter() and Jitter(ev=0.5)
+    with pytest.raises(ValueError, match="input_jitter"):
+        Jitter(saturation=1.0)
+    with pytest.raises(ValueError, match="input_jitter"):
+        Jitter(ev=-0.5)

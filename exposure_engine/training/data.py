@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -214,9 +214,11 @@ def build_crops(files: Sequence[Path], role: str, *, cache_dir: Path | None, see
 class ProxySampler:
     """Random ``size x size`` crops (and horizontal flips) out of 80x80 cached crops -> ``(B, 3, size, size)``.
 
-    For proxies other than 64 the 80x80 crops are first area-resized by size/64, keeping the paper's 80:64 ratio."""
+    For proxies other than 64 the 80x80 crops are first area-resized by size/64, keeping the paper's 80:64 ratio.
+    ``augment(batch, rng)``, if given, changes each sampled batch (e.g. :class:`.unprocess.Jitter` for inputs)."""
 
-    def __init__(self, crops: np.ndarray, size: int, rng: np.random.Generator):
+    def __init__(self, crops: np.ndarray, size: int, rng: np.random.Generator,
+                 augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None):
         if size != 64:
             import cv2
 
@@ -225,6 +227,7 @@ class ProxySampler:
         self.crops = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
         self.size = size
         self.rng = rng
+        self.augment = augment
 
     def __len__(self) -> int:
         return self.crops.shape[0]
@@ -239,7 +242,7 @@ class ProxySampler:
         for i in range(n):
             c = self.crops[idx[i], :, ys[i]:ys[i] + self.size, xs[i]:xs[i] + self.size]
             out[i] = c.flip(-1) if flip[i] else c
-        return out
+        return out if self.augment is None else self.augment(out, self.rng)
 
 
 VALIDATION_SALT = 0x5A11D  # keeps the validation draws apart from the training draws of the same (seed, file)

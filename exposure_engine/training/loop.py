@@ -382,7 +382,7 @@ def train(cfg: TrainConfig) -> dict:
 
     rng = np.random.default_rng([cfg.seed, rank])
     torch.manual_seed(cfg.seed * 1000 + rank)  # seeds the CUDA generators too
-    in_sampler = D.ProxySampler(inputs.crops, STATE_SIZE, rng)
+    in_sampler = D.ProxySampler(inputs.crops, STATE_SIZE, rng, augment=recipe.jitter or None)
     tg_sampler = D.ProxySampler(targets.crops, STATE_SIZE, rng)
     batch = max(1, recipe.batch // world)
 

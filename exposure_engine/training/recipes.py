@@ -60,6 +60,9 @@ class Recipe:
     # parameters are otherwise learned for states reached, and futures taken, by random filter choices; from here
     # on they learn the programs inference will run (not in the paper).
     greedy_from: float = 1.0
+    # (ev, cast, saturation) of a fresh random look drawn for every input sample (unprocess.Jitter: +-ev stops, R/B
+    # gains within 1+cast, chroma x [1-saturation, 1+saturation]); zeros = off (the paper: one look per file).
+    input_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # > 0: the reward gets brightness_anchor * (phi(s') - phi(s)), phi = minus the state's distance in stops from
     # its episode's anchor, the brightness the input's quantile among the inputs has among the targets
     # (training/anchor.py; not in the paper; 0 = off).
@@ -83,6 +86,18 @@ class Recipe:
                              f"not {self.anchor_in_choice!r}")
         if not self.anchor_in_choice and self.brightness_anchor == 0.0:
             raise ValueError(f"recipe {self.name!r}: anchor_in_choice false needs brightness_anchor > 0")
+        if len(self.input_jitter) != 3:
+            raise ValueError(f"recipe {self.name!r}: input_jitter is [ev, cast, saturation], not {self.input_jitter!r}")
+        self.jitter  # validates the amounts
+
+    @property
+    def jitter(self):
+        from .unprocess import Jitter
+
+        try:
+            return Jitter(*map(float, self.input_jitter))
+        except ValueError as e:
+            raise ValueError(f"recipe {self.name!r}: {e}") from None
 
     @property
     def value_heads(self) -> int:
@@ -93,12 +108,13 @@ class Recipe:
         d = asdict(self)
         d["widths"] = list(self.widths)
         d["betas"] = list(self.betas)
+        d["input_jitter"] = list(self.input_jitter)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("widths", "betas"):
+        for k in ("widths", "betas", "input_jitter"):
             if k in known:
                 known[k] = tuple(known[k])
         return cls(**known)

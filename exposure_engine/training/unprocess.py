@@ -95,6 +95,41 @@ def unprocess(srgb: np.ndarray, params: UnprocessParams) -> np.ndarray:
     return x.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """A fresh random change of exposure, white balance and saturation on every training sample of a linear input
+    (recipe ``input_jitter``; not in the paper). :func:`unprocess` draws one look per file, so 78 photos are 78
+    exposures and 78 casts however long a run trains; this redraws a nearby look each time a crop is taken, for
+    unprocessed photos and real RAWs alike."""
+
+    ev: float = 0.0  # exposure change, uniform in [-ev, +ev] stops
+    cast: float = 0.0  # R and B gains each in [1/(1+cast), 1+cast] (log-uniform), luminance kept
+    saturation: float = 0.0  # chroma scaled by a factor uniform in [1 - saturation, 1 + saturation]
+
+    def __post_init__(self):
+        if not (self.ev >= 0 and self.cast >= 0 and 0 <= self.saturation < 1):
+            raise ValueError(f"input_jitter needs ev >= 0, cast >= 0 and 0 <= saturation < 1, not {self}")
+
+    def __bool__(self) -> bool:
+        return bool(self.ev or self.cast or self.saturation)
+
+    def __call__(self, x, rng: np.random.Generator):
+        """``(B, 3, H, W)`` linear float tensor -> the same shape, each image with its own draw; values clipped to
+        [0, 1] as a sensor clips (an input brightened past its white level loses those highlights)."""
+        import torch
+
+        b = x.shape[0]
+        e = rng.uniform(-self.ev, self.ev, b)
+        s = rng.uniform(1 - self.saturation, 1 + self.saturation, b)
+        lr = np.log1p(self.cast)
+        g = np.stack([np.exp(rng.uniform(-lr, lr, b)), np.ones(b), np.exp(rng.uniform(-lr, lr, b))], 1)
+        g /= (g @ LUM.astype(np.float64))[:, None]
+        scale = torch.from_numpy((g * 2.0 ** e[:, None]).astype(np.float32))[:, :, None, None]
+        sat = torch.from_numpy(s.astype(np.float32))[:, None, None, None]
+        lum = torch.einsum("bchw,c->bhw", x, torch.from_numpy(LUM))[:, None]
+        return ((lum + sat * (x - lum)).clamp_min(0.0) * scale).clamp(0.0, 1.0)
+
+
 def linear_stats(img: np.ndarray) -> dict:
     """Summary statistics of a linear image used to compare synthetic inputs with a real RAW:
     mean and percentiles of luminance, R/G and B/G mean ratios, mean HSV saturation."""
