@@ -42,6 +42,26 @@ def test_brightness_correction_keeps_chroma_and_chroma_correction_keeps_brightne
     np.testing.assert_allclose(ES.gains_to(mc), 1.0)  # nothing asked, nothing changed
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_saturation_statistic_ignores_white_balance_and_exposure_and_follows_chroma(seed):
+    truth, cast = _truth_and_cast(seed)
+    lin, lin_cast = srgb_to_linear(truth), srgb_to_linear(cast)
+    assert ES.log2_saturation(lin_cast) == pytest.approx(ES.log2_saturation(lin), abs=0.03)  # gains: clipping aside
+    assert ES.log2_saturation(lin * 0.25) == pytest.approx(ES.log2_saturation(lin), abs=1e-9)
+    muted = srgb_to_linear(ES.scale_chroma(truth, 0.5))
+    assert ES.log2_saturation(muted) < ES.log2_saturation(lin) - 0.3
+
+
+def test_the_chroma_factor_reaches_the_asked_saturation_and_one_keeps_the_image():
+    truth, _ = _truth_and_cast(3)
+    own = ES.log2_saturation(srgb_to_linear(truth))
+    assert ES.chroma_factor_to(truth, own, side=32) == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_allclose(ES.scale_chroma(truth, 1.0), truth, atol=2e-6)
+    f = ES.chroma_factor_to(truth, own - 0.5, side=32)
+    assert 0 < f < 1
+    assert ES.log2_saturation(srgb_to_linear(ES.scale_chroma(truth, f))) == pytest.approx(own - 0.5, abs=0.05)
+
+
 def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_out_draws(tmp_path):
     from exposure_engine.training.holdout import evaluate_holdout
 
@@ -59,7 +79,9 @@ def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_o
     assert res["chroma_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=0.01)
     # the original's own brightness and chroma are the best a global gain can do on these smooth scenes
     assert res["psnr"]["both_corrected"] >= max(res["psnr"]["brightness_corrected"], res["psnr"]["model"]) - 0.5
-    for group in ("brightness_predictors", "chroma_predictors"):
+    assert res["saturation_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=1e-6)
+    assert res["psnr"]["saturation_corrected"] >= res["psnr"]["model"] - 0.5
+    for group in ("brightness_predictors", "chroma_predictors", "saturation_predictors"):
         assert all(v["error_stops"] >= 0 for v in res[group].values())
     assert -1.0 <= res["paired_affine"]["corr"] <= 1.0
     # a model trained without --split-from has no held-out photos to study

@@ -19,6 +19,12 @@ chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
 * ``target_median``: one value for every photo, the target half's median;
 * ``gray_world`` (chroma only): neutral channel means.
 
+And the same for saturation (``saturation_predictors``: how colourful, not which colour): the statistic is
+:func:`log2_saturation`, which no white-balance gain or exposure changes, and the correction scales each pixel's
+chroma about its luminance (:func:`scale_chroma`) until the output has the predicted value; ``quantile_map`` is
+that statistic's input-to-target quantile map. It answers whether a saturation anchor (the brightness anchor's
+map applied to saturation) could help: only as much as ``saturation_corrected`` gains over ``model``.
+
 ::
 
     python -m exposure_engine.training.error_split models/default /work/shared/photos --draws 2
@@ -72,6 +78,38 @@ def apply_gains(srgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return linear_to_srgb(srgb_to_linear(srgb) * gains)  # both clip to [0, 1]
 
 
+def log2_saturation(linear: np.ndarray) -> float:
+    """``(H,W,3)`` linear RGB -> log2 of the mean HSV saturation ``(max - min) / max`` after dividing each channel
+    by its mean: unchanged by any per-channel gain (white balance, exposure), so it measures colourfulness alone."""
+    x = np.asarray(linear, np.float64).reshape(-1, 3)
+    x = x / np.maximum(x.mean(0), _FLOOR)
+    mx = x.max(1)
+    return float(np.log2(max(float(np.mean((mx - x.min(1)) / np.maximum(mx, _FLOOR))), 1e-3)))
+
+
+def scale_chroma(srgb: np.ndarray, factor: float) -> np.ndarray:
+    """Display sRGB -> the same with each linear pixel's distance from its luminance times ``factor`` (clipped)."""
+    lin = srgb_to_linear(srgb)
+    lum = (lin @ _LUM.astype(np.float32))[..., None]
+    return linear_to_srgb(lum + np.float32(factor) * (lin - lum))
+
+
+def chroma_factor_to(srgb: np.ndarray, target: float, *, side: int = 128, steps: int = 16) -> float:
+    """The :func:`scale_chroma` factor in [0, 4] that gives ``srgb`` the :func:`log2_saturation` ``target``
+    (bisection on a ``side``-px reduction; the statistic rises with the factor)."""
+    import cv2
+
+    h, w = srgb.shape[:2]
+    s = min(1.0, side / max(h, w))
+    small = cv2.resize(np.ascontiguousarray(srgb, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    lo, hi = 0.0, 4.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if log2_saturation(srgb_to_linear(scale_chroma(small, mid))) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: int = EVAL_SEED) -> dict:
     """The study of the module docstring on ``draws`` RAW-like draws of the held-out photos (draw k: unprocess seed
     ``seed + k``, as ``evaluate_holdout``). Returns mean PSNRs (dB) and errors (stops; chroma: sum of both ratios'
@@ -96,15 +134,19 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     b_tg = np.array([log2_brightness(m) for m in m_tg])
     b_orig = np.array([log2_brightness(channel_means(srgb_to_linear(y))) for y in train_orig])
     c_in, c_tg = np.array([log2_chroma(m) for m in m_in]), np.array([log2_chroma(m) for m in m_tg])
+    s_tg = [log2_saturation(srgb_to_linear(D.read_photo_srgb(photos / n))) for n in split["targets"]]
+    s_map = BrightnessAnchor.from_values([log2_saturation(x) for x in train_in], s_tg)
     # the brightness anchor's quantile map, and the same 1-D map for each log2 chroma ratio
     b_map = BrightnessAnchor.from_values(b_in, b_tg)
     c_map = [BrightnessAnchor.from_values(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
     affine = np.polyfit(b_in, b_orig, 1)
-    b_med, c_med = float(np.median(b_tg)), np.median(c_tg, 0)
+    b_med, c_med, s_med = float(np.median(b_tg)), np.median(c_tg, 0), float(np.median(s_tg))
 
-    psnr = {k: [] for k in ("model", "brightness_corrected", "chroma_corrected", "both_corrected")}
+    psnr = {k: [] for k in ("model", "brightness_corrected", "chroma_corrected", "both_corrected",
+                            "saturation_corrected")}
     b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
     c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
+    s_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median")}
     names = split["holdout_inputs"]
     originals = [D.read_photo_srgb(photos / n) for n in names]
     m_orig = [channel_means(srgb_to_linear(y)) for y in originals]
@@ -126,6 +168,13 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                          ("target_median", c_med), ("gray_world", np.zeros(2))):
                 c_pred[k]["error"].append(float(np.abs(c - cg).sum()))
                 c_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=c)), srgb))
+            sg = log2_saturation(srgb_to_linear(srgb))
+            psnr["saturation_corrected"].append(M.psnr(scale_chroma(out, chroma_factor_to(out, sg)), srgb))
+            for k, v in (("model", log2_saturation(srgb_to_linear(out))),
+                         ("quantile_map", float(s_map.of_log2(log2_saturation(x)))), ("target_median", s_med)):
+                s_pred[k]["error"].append(abs(v - sg))
+                s_pred[k]["psnr"].append(M.psnr(out, srgb) if k == "model" else
+                                         M.psnr(scale_chroma(out, chroma_factor_to(out, v)), srgb))
 
     def mean(v):
         return round(float(np.mean(v)), 3)
@@ -137,6 +186,8 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                                       for k, v in b_pred.items()},
             "chroma_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
                                   for k, v in c_pred.items()},
+            "saturation_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
+                                      for k, v in s_pred.items()},
             "paired_affine": {"slope": round(float(affine[0]), 3), "intercept": round(float(affine[1]), 3),
                               "corr": round(float(np.corrcoef(b_in, b_orig)[0, 1]), 3)}}
 
