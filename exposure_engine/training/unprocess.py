@@ -69,12 +69,19 @@ class UnprocessRanges:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def random_gains(rng: np.random.Generator, cast: float, n: int) -> np.ndarray:
+    """``(n, 3)`` white-balance casts: R and B gains log-uniform in [1/(1+cast), 1+cast] relative to G, each row
+    scaled to unit luminance (a grey keeps its brightness)."""
+    lr = np.log1p(cast)
+    rb = np.exp(rng.uniform(-lr, lr, (n, 2)))
+    g = np.stack([rb[:, 0], np.ones(n), rb[:, 1]], 1)
+    return g / (g @ LUM.astype(np.float64))[:, None]
+
+
 def random_params(rng: np.random.Generator, ranges: UnprocessRanges = UnprocessRanges()) -> UnprocessParams:
     ev = float(rng.uniform(*ranges.ev))
     sat = float(rng.uniform(*ranges.saturation))
-    lr = np.log1p(ranges.cast)
-    g = np.array([np.exp(rng.uniform(-lr, lr)), 1.0, np.exp(rng.uniform(-lr, lr))], np.float64)
-    g /= float(LUM @ g)
+    g = random_gains(rng, ranges.cast, 1)[0]
     return UnprocessParams(ev=ev, saturation=sat, gains=(float(g[0]), float(g[1]), float(g[2])))
 
 
@@ -121,9 +128,7 @@ class Jitter:
         b = x.shape[0]
         e = rng.uniform(-self.ev, self.ev, b)
         s = rng.uniform(1 - self.saturation, 1 + self.saturation, b)
-        lr = np.log1p(self.cast)
-        g = np.stack([np.exp(rng.uniform(-lr, lr, b)), np.ones(b), np.exp(rng.uniform(-lr, lr, b))], 1)
-        g /= (g @ LUM.astype(np.float64))[:, None]
+        g = random_gains(rng, self.cast, b)
         scale = torch.from_numpy((g * 2.0 ** e[:, None]).astype(np.float32))[:, :, None, None]
         sat = torch.from_numpy(s.astype(np.float32))[:, None, None, None]
         lum = torch.einsum("bchw,c->bhw", x, torch.from_numpy(LUM))[:, None]
