@@ -129,12 +129,15 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
     train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))
     m_in = [channel_means(x) for x in train_in]
-    m_tg = [channel_means(srgb_to_linear(D.read_photo_srgb(photos / n))) for n in split["targets"]]
+    m_tg, s_tg = [], []
+    for n in split["targets"]:  # each target decoded once (they are full-size photos)
+        lin = srgb_to_linear(D.read_photo_srgb(photos / n))
+        m_tg.append(channel_means(lin))
+        s_tg.append(log2_saturation(lin))
     b_in = np.array([log2_brightness(m) for m in m_in])
     b_tg = np.array([log2_brightness(m) for m in m_tg])
     b_orig = np.array([log2_brightness(channel_means(srgb_to_linear(y))) for y in train_orig])
     c_in, c_tg = np.array([log2_chroma(m) for m in m_in]), np.array([log2_chroma(m) for m in m_tg])
-    s_tg = [log2_saturation(srgb_to_linear(D.read_photo_srgb(photos / n))) for n in split["targets"]]
     s_map = BrightnessAnchor.from_values([log2_saturation(x) for x in train_in], s_tg)
     # the brightness anchor's quantile map, and the same 1-D map for each log2 chroma ratio
     b_map = BrightnessAnchor.from_values(b_in, b_tg)
@@ -149,11 +152,16 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     s_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median")}
     names = split["holdout_inputs"]
     originals = [D.read_photo_srgb(photos / n) for n in names]
-    m_orig = [channel_means(srgb_to_linear(y)) for y in originals]
+    m_orig, s_orig = [], []
+    for y in originals:  # one linear copy at a time
+        lin = srgb_to_linear(y)
+        m_orig.append(channel_means(lin))
+        s_orig.append(log2_saturation(lin))
     for draw in range(max(1, draws)):
-        for srgb, mg, x in zip(originals, m_orig, raw_like_draw(originals, seed + draw)):
+        for srgb, mg, sg, x in zip(originals, m_orig, s_orig, raw_like_draw(originals, seed + draw)):
             out = render(x, pol.predict(make_proxy(x, 64))[0].sequence)
-            mo, mx = channel_means(srgb_to_linear(out)), channel_means(x)
+            lin_out = srgb_to_linear(out)
+            mo, mx = channel_means(lin_out), channel_means(x)
             bg, cg = log2_brightness(mg), log2_chroma(mg)
             psnr["model"].append(M.psnr(out, srgb))
             psnr["brightness_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg)), srgb))
@@ -168,12 +176,11 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                          ("target_median", c_med), ("gray_world", np.zeros(2))):
                 c_pred[k]["error"].append(float(np.abs(c - cg).sum()))
                 c_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=c)), srgb))
-            sg = log2_saturation(srgb_to_linear(srgb))
             psnr["saturation_corrected"].append(M.psnr(scale_chroma(out, chroma_factor_to(out, sg)), srgb))
-            for k, v in (("model", log2_saturation(srgb_to_linear(out))),
+            for k, v in (("model", log2_saturation(lin_out)),
                          ("quantile_map", float(s_map.of_log2(log2_saturation(x)))), ("target_median", s_med)):
                 s_pred[k]["error"].append(abs(v - sg))
-                s_pred[k]["psnr"].append(M.psnr(out, srgb) if k == "model" else
+                s_pred[k]["psnr"].append(psnr["model"][-1] if k == "model" else
                                          M.psnr(scale_chroma(out, chroma_factor_to(out, v)), srgb))
 
     def mean(v):
