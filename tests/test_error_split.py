@@ -62,6 +62,31 @@ def test_the_chroma_factor_reaches_the_asked_saturation_and_one_keeps_the_image(
     assert ES.log2_saturation(srgb_to_linear(ES.scale_chroma(truth, f))) == pytest.approx(own - 0.5, abs=0.05)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_contrast_statistic_ignores_colour_and_brightness_and_follows_the_tone_spread(seed):
+    truth, cast = _truth_and_cast(seed)
+    lin = srgb_to_linear(truth)
+    own = ES.log2_contrast(lin)
+    assert ES.log2_contrast(lin * 0.5) == pytest.approx(own, abs=0.05)  # these tones sit far above the offset
+    grey = np.repeat((lin @ np.array([0.27, 0.67, 0.06], np.float32))[..., None], 3, 2)
+    assert ES.log2_contrast(grey) == pytest.approx(own, abs=1e-6)  # only luminance counts
+    assert ES.log2_contrast(srgb_to_linear(ES.scale_contrast(truth, 2.0))) > own + 0.3
+    assert ES.log2_contrast(np.full((8, 8, 3), 0.2, np.float32)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_contrast_factor_reaches_the_asked_contrast_keeps_chroma_and_one_keeps_the_image():
+    truth, _ = _truth_and_cast(3)
+    lin = srgb_to_linear(truth)
+    own = ES.log2_contrast(lin)
+    np.testing.assert_allclose(ES.scale_contrast(truth, 1.0), truth, atol=2e-6)
+    assert ES.contrast_factor_to(truth, own, side=32) == pytest.approx(1.0, abs=0.02)
+    f = ES.contrast_factor_to(truth, own - 0.4, side=32)
+    assert 0.25 < f < 1
+    flat = srgb_to_linear(ES.scale_contrast(truth, f))
+    assert ES.log2_contrast(flat) == pytest.approx(own - 0.4, abs=0.05)
+    np.testing.assert_allclose(flat[..., 0] / flat[..., 1], lin[..., 0] / lin[..., 1], rtol=1e-3)  # same hue
+
+
 def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_out_draws(tmp_path):
     from exposure_engine.training.holdout import evaluate_holdout
 
@@ -81,7 +106,10 @@ def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_o
     assert res["psnr"]["both_corrected"] >= max(res["psnr"]["brightness_corrected"], res["psnr"]["model"]) - 0.5
     assert res["saturation_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=1e-6)
     assert res["psnr"]["saturation_corrected"] >= res["psnr"]["model"] - 0.5
-    for group in ("brightness_predictors", "chroma_predictors", "saturation_predictors"):
+    assert res["contrast_predictors"]["model"]["psnr"] == pytest.approx(res["psnr"]["model"], abs=1e-6)
+    assert np.isfinite(res["psnr"]["contrast_corrected"])
+    assert -1.0 <= res["contrast_paired_affine"]["corr"] <= 1.0
+    for group in ("brightness_predictors", "chroma_predictors", "saturation_predictors", "contrast_predictors"):
         assert all(v["error_stops"] >= 0 for v in res[group].values())
     assert -1.0 <= res["paired_affine"]["corr"] <= 1.0
     # a model trained without --split-from has no held-out photos to study

@@ -25,6 +25,12 @@ chroma about its luminance (:func:`scale_chroma`) until the output has the predi
 that statistic's input-to-target quantile map. It answers whether a saturation anchor (the brightness anchor's
 map applied to saturation) could help: only as much as ``saturation_corrected`` gains over ``model``.
 
+And contrast (``contrast_predictors``): :func:`log2_contrast`, the spread of log2 luminance in stops, which
+exposure leaves all but unchanged; the correction (:func:`scale_contrast`) raises each pixel's luminance ratio to
+the image's geometric mean to a power, keeping its chroma; ``paired_affine`` is again fitted with the training
+pairs. ``contrast_corrected`` (each output moved to its original's contrast) bounds what a contrast anchor could
+give.
+
 ::
 
     python -m exposure_engine.training.error_split models/default /work/shared/photos --draws 2
@@ -44,6 +50,7 @@ from .unprocess import linear_to_srgb, srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
+CONTRAST_EPS = 1e-3  # log2_contrast's luminance offset: black pixels count as 10 stops under white, not -inf
 
 
 def channel_means(linear: np.ndarray) -> np.ndarray:
@@ -94,20 +101,46 @@ def scale_chroma(srgb: np.ndarray, factor: float) -> np.ndarray:
     return linear_to_srgb(lum + np.float32(factor) * (lin - lum))
 
 
-def chroma_factor_to(srgb: np.ndarray, target: float, *, side: int = 128, steps: int = 16) -> float:
-    """The :func:`scale_chroma` factor in [0, 4] that gives ``srgb`` the :func:`log2_saturation` ``target``
-    (bisection on a ``side``-px reduction; the statistic rises with the factor)."""
+def log2_contrast(linear: np.ndarray) -> float:
+    """``(H,W,3)`` linear RGB -> the standard deviation of ``log2(luminance + CONTRAST_EPS)``, in stops: how far
+    apart the image's tones are; an exposure gain moves only the dark pixels' values near the offset."""
+    lum = np.asarray(linear, np.float64).reshape(-1, 3) @ _LUM
+    return float(np.std(np.log2(np.maximum(lum, 0.0) + CONTRAST_EPS)))
+
+
+def scale_contrast(srgb: np.ndarray, factor: float) -> np.ndarray:
+    """Display sRGB -> the same with each linear pixel's ``luminance + CONTRAST_EPS`` ratio to the image's
+    geometric mean raised to ``factor`` (every channel scaled alike, so chroma ratios stay; clipped)."""
+    lin = srgb_to_linear(srgb)
+    lum = np.maximum(lin @ _LUM.astype(np.float32), 0.0) + np.float32(CONTRAST_EPS)
+    mean = np.float32(np.exp(np.log(lum).mean()))
+    return linear_to_srgb(lin * ((mean * (lum / mean) ** np.float32(factor)) / lum)[..., None])
+
+
+def _factor_to(srgb: np.ndarray, target: float, statistic, transform, lo: float, hi: float, side: int,
+               steps: int) -> float:
+    """The ``transform(srgb, factor)`` factor in [lo, hi] that gives ``statistic`` (of the linear result) the value
+    ``target``, by bisection on a ``side``-px reduction (the statistic rises with the factor)."""
     import cv2
 
     h, w = srgb.shape[:2]
     s = min(1.0, side / max(h, w))
     small = cv2.resize(np.ascontiguousarray(srgb, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
                        interpolation=cv2.INTER_AREA)
-    lo, hi = 0.0, 4.0
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if log2_saturation(srgb_to_linear(scale_chroma(small, mid))) < target else (lo, mid)
+        lo, hi = (mid, hi) if statistic(srgb_to_linear(transform(small, mid))) < target else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def chroma_factor_to(srgb: np.ndarray, target: float, *, side: int = 128, steps: int = 16) -> float:
+    """The :func:`scale_chroma` factor in [0, 4] that gives ``srgb`` the :func:`log2_saturation` ``target``."""
+    return _factor_to(srgb, target, log2_saturation, scale_chroma, 0.0, 4.0, side, steps)
+
+
+def contrast_factor_to(srgb: np.ndarray, target: float, *, side: int = 128, steps: int = 16) -> float:
+    """The :func:`scale_contrast` factor in [0.25, 4] that gives ``srgb`` the :func:`log2_contrast` ``target``."""
+    return _factor_to(srgb, target, log2_contrast, scale_contrast, 0.25, 4.0, side, steps)
 
 
 def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: int = EVAL_SEED) -> dict:
@@ -129,36 +162,44 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
     train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))
     m_in = [channel_means(x) for x in train_in]
-    m_tg, s_tg = [], []
+    m_tg, s_tg, k_tg = [], [], []
     for n in split["targets"]:  # each target decoded once (they are full-size photos)
         lin = srgb_to_linear(D.read_photo_srgb(photos / n))
         m_tg.append(channel_means(lin))
         s_tg.append(log2_saturation(lin))
+        k_tg.append(log2_contrast(lin))
     b_in = np.array([log2_brightness(m) for m in m_in])
     b_tg = np.array([log2_brightness(m) for m in m_tg])
-    b_orig = np.array([log2_brightness(channel_means(srgb_to_linear(y))) for y in train_orig])
+    lin_orig = [srgb_to_linear(y) for y in train_orig]
+    b_orig = np.array([log2_brightness(channel_means(y)) for y in lin_orig])
+    k_in, k_train = np.array([log2_contrast(x) for x in train_in]), np.array([log2_contrast(y) for y in lin_orig])
+    del lin_orig
     c_in, c_tg = np.array([log2_chroma(m) for m in m_in]), np.array([log2_chroma(m) for m in m_tg])
     s_map = BrightnessAnchor.from_values([log2_saturation(x) for x in train_in], s_tg)
     # the brightness anchor's quantile map, and the same 1-D map for each log2 chroma ratio
     b_map = BrightnessAnchor.from_values(b_in, b_tg)
     c_map = [BrightnessAnchor.from_values(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
-    affine = np.polyfit(b_in, b_orig, 1)
+    k_map = BrightnessAnchor.from_values(k_in, k_tg)
+    affine, k_affine = np.polyfit(b_in, b_orig, 1), np.polyfit(k_in, k_train, 1)
     b_med, c_med, s_med = float(np.median(b_tg)), np.median(c_tg, 0), float(np.median(s_tg))
+    k_med = float(np.median(k_tg))
 
     psnr = {k: [] for k in ("model", "brightness_corrected", "chroma_corrected", "both_corrected",
-                            "saturation_corrected")}
+                            "saturation_corrected", "contrast_corrected")}
     b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
     c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
     s_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median")}
+    k_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
     names = split["holdout_inputs"]
     originals = [D.read_photo_srgb(photos / n) for n in names]
-    m_orig, s_orig = [], []
+    m_orig, s_orig, k_orig = [], [], []
     for y in originals:  # one linear copy at a time
         lin = srgb_to_linear(y)
         m_orig.append(channel_means(lin))
         s_orig.append(log2_saturation(lin))
+        k_orig.append(log2_contrast(lin))
     for draw in range(max(1, draws)):
-        for srgb, mg, sg, x in zip(originals, m_orig, s_orig, raw_like_draw(originals, seed + draw)):
+        for srgb, mg, sg, kg, x in zip(originals, m_orig, s_orig, k_orig, raw_like_draw(originals, seed + draw)):
             out = render(x, pol.predict(make_proxy(x, 64))[0].sequence)
             lin_out = srgb_to_linear(out)
             mo, mx = channel_means(lin_out), channel_means(x)
@@ -182,6 +223,13 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                 s_pred[k]["error"].append(abs(v - sg))
                 s_pred[k]["psnr"].append(psnr["model"][-1] if k == "model" else
                                          M.psnr(scale_chroma(out, chroma_factor_to(out, v)), srgb))
+            psnr["contrast_corrected"].append(M.psnr(scale_contrast(out, contrast_factor_to(out, kg)), srgb))
+            kx = log2_contrast(x)
+            for k, v in (("model", log2_contrast(lin_out)), ("quantile_map", float(k_map.of_log2(kx))),
+                         ("paired_affine", float(np.polyval(k_affine, kx))), ("target_median", k_med)):
+                k_pred[k]["error"].append(abs(v - kg))
+                k_pred[k]["psnr"].append(psnr["model"][-1] if k == "model" else
+                                         M.psnr(scale_contrast(out, contrast_factor_to(out, v)), srgb))
 
     def mean(v):
         return round(float(np.mean(v)), 3)
@@ -195,8 +243,13 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                                   for k, v in c_pred.items()},
             "saturation_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
                                       for k, v in s_pred.items()},
+            "contrast_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
+                                    for k, v in k_pred.items()},
             "paired_affine": {"slope": round(float(affine[0]), 3), "intercept": round(float(affine[1]), 3),
-                              "corr": round(float(np.corrcoef(b_in, b_orig)[0, 1]), 3)}}
+                              "corr": round(float(np.corrcoef(b_in, b_orig)[0, 1]), 3)},
+            "contrast_paired_affine": {"slope": round(float(k_affine[0]), 3),
+                                       "intercept": round(float(k_affine[1]), 3),
+                                       "corr": round(float(np.corrcoef(k_in, k_train)[0, 1]), 3)}}
 
 
 def main(argv: list[str] | None = None) -> int:
