@@ -247,8 +247,16 @@ def gui_session(tmp_path_factory):
            # what a user sets in preferences > lua options (Lua cannot read darktable's own LUT setting)
            "--conf", f"lua/exposure_auto_retouch/lut_folder={luts}",
            "--luacmd", f'dofile("{HERE / "darktable" / "drive_plugin.lua"}")']
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    log = (r.stdout + r.stderr)[-4000:]
+    for attempt in (1, 2):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        log = f"attempt {attempt}, exit {r.returncode}\n" + (r.stdout + r.stderr)[-4000:]
+        started = any((out / "result.txt").exists() for *_, out in jobs.values())
+        # darktable's GUI under Xvfb hung once in 16 CI runs before its first job (killed by `timeout` after
+        # 240 s; the session normally takes 15-25 s): one fresh start then, never once a job has run.
+        if started or r.returncode not in (124, 137):
+            break
+        for lock in config.glob("*.lock"):
+            lock.unlink()
     return {name: (out, log) for name, (_, _, _, out) in jobs.items()}, luts
 
 
