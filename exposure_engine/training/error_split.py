@@ -234,22 +234,19 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     def mean(v):
         return round(float(np.mean(v)), 3)
 
+    def scored(pred):  # each predictor's mean error and the mean PSNR of the outputs moved to it
+        return {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])} for k, v in pred.items()}
+
+    def fitted(fit, x, y):  # a paired affine rule y ~ fit(x), with the correlation it rests on
+        return {"slope": round(float(fit[0]), 3), "intercept": round(float(fit[1]), 3),
+                "corr": round(float(np.corrcoef(x, y)[0, 1]), 3)}
+
     return {"model": pol.name, "sha256": pol.content_hash, "n_photos": len(names), "draws": max(1, draws),
             "unprocess_seed": seed,
             "psnr": {k: mean(v) for k, v in psnr.items()},
-            "brightness_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
-                                      for k, v in b_pred.items()},
-            "chroma_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
-                                  for k, v in c_pred.items()},
-            "saturation_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
-                                      for k, v in s_pred.items()},
-            "contrast_predictors": {k: {"error_stops": mean(v["error"]), "psnr": mean(v["psnr"])}
-                                    for k, v in k_pred.items()},
-            "paired_affine": {"slope": round(float(affine[0]), 3), "intercept": round(float(affine[1]), 3),
-                              "corr": round(float(np.corrcoef(b_in, b_orig)[0, 1]), 3)},
-            "contrast_paired_affine": {"slope": round(float(k_affine[0]), 3),
-                                       "intercept": round(float(k_affine[1]), 3),
-                                       "corr": round(float(np.corrcoef(k_in, k_train)[0, 1]), 3)}}
+            "brightness_predictors": scored(b_pred), "chroma_predictors": scored(c_pred),
+            "saturation_predictors": scored(s_pred), "contrast_predictors": scored(k_pred),
+            "paired_affine": fitted(affine, b_in, b_orig), "contrast_paired_affine": fitted(k_affine, k_in, k_train)}
 
 
 def main(argv: list[str] | None = None) -> int:
