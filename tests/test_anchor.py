@@ -11,7 +11,8 @@ import torch
 from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value
 from exposure_engine.evaluation.benchmark import display_log2_brightness as numpy_log2_brightness
 from exposure_engine.training import recipes
-from exposure_engine.training.anchor import BrightnessAnchor, display_log2_brightness, potential
+from exposure_engine.training.anchor import (BrightnessAnchor, display_level, display_log2_brightness,
+                                              display_log2_white, potential)
 from exposure_engine.training.loop import TrainConfig, agent_step, train
 from exposure_engine.training.replay import StatePool
 from exposure_engine.training.unprocess import linear_to_srgb
@@ -49,7 +50,8 @@ def test_a_state_is_as_bright_as_the_evaluation_says():
     np.testing.assert_allclose(got, [numpy_log2_brightness(np.clip(i, 0, 1)) for i in img], atol=1e-4)
 
 
-def test_the_anchor_reward_is_the_change_in_distance_from_the_anchor():
+@pytest.mark.parametrize("white_point", [False, True])
+def test_the_anchor_reward_is_the_change_in_distance_from_the_anchor(white_point):
     torch.manual_seed(5)
     arch = Arch.from_dict(recipes.get("cpu-fast", **TINY).arch_dict())
     img = torch.rand(8, 3, 64, 64) * 0.3
@@ -59,13 +61,15 @@ def test_the_anchor_reward_is_the_change_in_distance_from_the_anchor():
     for w in (0.0, 0.5):
         torch.manual_seed(3)
         actor, value = Actor(arch).eval(), Value(arch)  # eval: no dropout, the same edits both times
-        recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=w)
+        recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=w, anchor_white_point=white_point and w > 0)
         _, new_img, _, _, logs = agent_step(actor, value, _zero_critic(arch), img, step, used, recipe, 0.5, anchor)
         rewards.append(float(logs["reward"]))
         outs.append(new_img)
     torch.testing.assert_close(outs[0], outs[1])
-    expected = 0.5 * float((potential(outs[1], anchor) - potential(img, anchor)).mean())
+    expected = 0.5 * float((potential(outs[1], anchor, white_point) - potential(img, anchor, white_point)).mean())
     assert expected != 0.0 and rewards[1] - rewards[0] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    if white_point:  # the level is not the brightness alone here: the test tells the two apart
+        assert abs(expected - 0.5 * float((potential(outs[1], anchor) - potential(img, anchor)).mean())) > 1e-3
 
 
 def test_the_anchor_pulls_the_outputs_towards_it():
@@ -278,3 +282,53 @@ def test_training_with_the_anchor_kept_out_of_the_choice_runs_and_resumes(tmp_pa
     shared = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5)
     with pytest.raises(ValueError, match="anchor_in_choice False"):
         train(TrainConfig(**{**cfg, "recipe": shared}, iterations=30, checkpoint_every=10, resume=True))
+
+
+def test_the_white_level_is_the_99_5th_percentile_of_linear_luminance():
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0.0, 1.1, (2, 32, 32, 3)).astype(np.float32)  # display sRGB, over 1 clipped
+    lin = np.clip(img, 0, 1)
+    lin = np.where(lin <= 0.04045, lin / 12.92, ((lin + 0.055) / 1.055) ** 2.4)
+    lum = lin @ np.array([0.27, 0.67, 0.06])
+    want = np.log2([np.quantile(l.ravel(), 0.995) for l in lum])
+    np.testing.assert_allclose(display_log2_white(_chw(img)).numpy(), want, atol=1e-4)
+    # the white-point level is the mean of the two levels; without it, the brightness alone
+    b = display_log2_brightness(_chw(img))
+    torch.testing.assert_close(display_level(_chw(img), True), 0.5 * (b + display_log2_white(_chw(img))))
+    torch.testing.assert_close(display_level(_chw(img)), b)
+
+
+def test_the_white_point_anchor_is_the_mean_of_the_mapped_brightness_and_the_targets_white_level():
+    ins = _grey([0.01, 0.02, 0.04])
+    tgs = _grey([0.1, 0.2, 0.4], display=True)
+    tgs[:, 0] = 1.0  # a white row, 1 pixel in 8: the 99.5th percentile is white
+    plain, white = BrightnessAnchor.fit(ins, tgs), BrightnessAnchor.fit(ins, tgs, white_point=True)
+    assert plain.white_level is None and "white_level" not in plain.to_dict()  # old model configs unchanged
+    assert white.white_level == pytest.approx(0.0, abs=1e-4)
+    x = _chw(_grey([0.01, 0.04]))
+    torch.testing.assert_close(white(x), 0.5 * (plain(x) + 0.0))
+    again = BrightnessAnchor.from_dict(json.loads(json.dumps(white.to_dict())))
+    assert again.white_level == pytest.approx(white.white_level) and torch.allclose(again(x), white(x))
+
+
+def test_the_white_point_needs_the_anchor_and_a_boolean(tmp_path):
+    with pytest.raises(ValueError, match="anchor_white_point needs brightness_anchor"):
+        recipes.get("cpu-fast", brightness_anchor=0.0, anchor_white_point=True)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"base": "cpu-fast", "anchor_white_point": 1}))
+    with pytest.raises(KeyError, match="anchor_white_point"):
+        recipes.get(str(f))
+
+
+def test_training_with_the_white_point_anchor_stores_the_targets_white_level(tmp_path):
+    from exposure_engine.training import data as D
+
+    ins, tgs = write_folders(tmp_path)
+    recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5, anchor_white_point=True)
+    train(TrainConfig(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=recipe,
+                      iterations=20, seed=0, checkpoint_every=0, progress=False))
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    level = cfg["training"]["brightness_anchor"]["white_level"]
+    assert -20 < level <= 0 and cfg["recipe"]["anchor_white_point"] is True
+    rows = json.loads((tmp_path / "m" / "history.json").read_text())["history"]
+    assert all(np.isfinite(r["anchor_error"]) for r in rows)

@@ -87,6 +87,19 @@ def test_the_contrast_factor_reaches_the_asked_contrast_keeps_chroma_and_one_kee
     np.testing.assert_allclose(flat[..., 0] / flat[..., 1], lin[..., 0] / lin[..., 1], rtol=1e-3)  # same hue
 
 
+def test_the_white_level_is_the_anchors_and_moves_one_stop_per_stop_of_exposure():
+    import torch
+
+    from exposure_engine.training.anchor import linear_log2_white
+
+    rng = np.random.default_rng(3)
+    lin = rng.uniform(0.0, 0.4, (20, 30, 3)).astype(np.float32)
+    torch_level = float(linear_log2_white(torch.from_numpy(lin.transpose(2, 0, 1)[None].copy()))[0])
+    assert ES.log2_white(lin) == pytest.approx(torch_level, abs=1e-4)
+    assert ES.log2_white(2 * lin) - ES.log2_white(lin) == pytest.approx(1.0, abs=1e-4)  # still under 1: no clip
+    assert ES.log2_white(np.ones((4, 4, 3), np.float32) * 3) == pytest.approx(0.0)  # clipped at white
+
+
 def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_out_draws(tmp_path):
     from exposure_engine.training.holdout import evaluate_holdout
 
@@ -112,6 +125,8 @@ def test_error_split_scores_the_models_own_edit_and_each_predictor_on_the_held_o
     for group in ("brightness_predictors", "chroma_predictors", "saturation_predictors", "contrast_predictors"):
         assert all(v["error_stops"] >= 0 for v in res[group].values())
     assert -1.0 <= res["paired_affine"]["corr"] <= 1.0
+    b = res["brightness_predictors"]
+    assert {"white_point", "map_and_white_point", "paired_affine_white"} <= set(b) and res["target_white_level"] <= 0
     # a model trained without --split-from has no held-out photos to study
     cfg = json.loads((tmp_path / "v" / "config.json").read_text())
     del cfg["training"]["split"]

@@ -17,7 +17,13 @@ chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
   training inputs *with their originals* (pairs an unpaired learner never has): what the best affine rule from
   the input's mean brightness could do;
 * ``target_median``: one value for every photo, the target half's median;
-* ``gray_world`` (chroma only): neutral channel means.
+* ``gray_world`` (chroma only): neutral channel means;
+* ``white_point`` (brightness only): the output moved by the gain that puts its white level (:func:`log2_white`,
+  the 99.5th percentile of linear luminance) at the targets' median white level;
+* ``map_and_white_point``: the mean of ``quantile_map`` and ``white_point``, which is what the white-point anchor
+  (recipe ``anchor_white_point``, training/anchor.py) asks of an output;
+* ``paired_affine_white``: ``paired_affine`` on the input's brightness and white level together (pairs again):
+  how much the white level adds to what an affine rule can know.
 
 And the same for saturation (``saturation_predictors``: how colourful, not which colour): the statistic is
 :func:`log2_saturation`, which no white-balance gain or exposure changes, and the correction scales each pixel's
@@ -44,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import filters as F
-from .anchor import BrightnessAnchor
+from .anchor import WHITE_QUANTILE, BrightnessAnchor
 from .holdout import EVAL_SEED, print_json, raw_like_draw
 from .unprocess import linear_to_srgb, srgb_to_linear
 
@@ -61,6 +67,13 @@ def channel_means(linear: np.ndarray) -> np.ndarray:
 def log2_brightness(means: np.ndarray) -> float:
     """log2 mean linear luminance of channel means ``(3,)``."""
     return float(np.log2(max(float(_LUM @ means), _FLOOR)))
+
+
+def log2_white(linear: np.ndarray) -> float:
+    """``(H,W,3)`` linear RGB -> log2 white level: the 99.5th percentile of luminance (values clipped to [0, 1]), as
+    the white-point anchor reads it (``anchor.linear_log2_white``)."""
+    lum = np.clip(linear.reshape(-1, 3), 0.0, 1.0) @ _LUM
+    return float(np.log2(max(float(np.quantile(lum, WHITE_QUANTILE)), _FLOOR)))
 
 
 def log2_chroma(means: np.ndarray) -> np.ndarray:
@@ -162,10 +175,11 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
     train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))
     m_in = [channel_means(x) for x in train_in]
-    m_tg, s_tg, k_tg = [], [], []
+    m_tg, s_tg, k_tg, w_tg = [], [], [], []
     for n in split["targets"]:  # each target decoded once (they are full-size photos)
         lin = srgb_to_linear(D.read_photo_srgb(photos / n))
         m_tg.append(channel_means(lin))
+        w_tg.append(log2_white(lin))
         s_tg.append(log2_saturation(lin))
         k_tg.append(log2_contrast(lin))
     b_in = np.array([log2_brightness(m) for m in m_in])
@@ -181,12 +195,16 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     c_map = [BrightnessAnchor.from_values(c_in[:, k], c_tg[:, k]) for k in (0, 1)]
     k_map = BrightnessAnchor.from_values(k_in, k_tg)
     affine, k_affine = np.polyfit(b_in, b_orig, 1), np.polyfit(k_in, k_train, 1)
+    w_in = np.array([log2_white(x) for x in train_in])
+    affine_w = np.linalg.lstsq(np.c_[b_in, w_in, np.ones(len(b_in))], b_orig, rcond=None)[0]
     b_med, c_med, s_med = float(np.median(b_tg)), np.median(c_tg, 0), float(np.median(s_tg))
+    w_med = float(np.median(w_tg))
     k_med = float(np.median(k_tg))
 
     psnr = {k: [] for k in ("model", "brightness_corrected", "chroma_corrected", "both_corrected",
                             "saturation_corrected", "contrast_corrected")}
-    b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
+    b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median",
+                                                      "white_point", "map_and_white_point", "paired_affine_white")}
     c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
     s_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median")}
     k_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
@@ -209,8 +227,11 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
             psnr["chroma_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=cg)), srgb))
             psnr["both_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg, chroma=cg)), srgb))
             bx, cx = log2_brightness(mx), log2_chroma(mx)
+            b_white = log2_brightness(mo) + w_med - log2_white(lin_out)  # the output's white level put at w_med
             for k, b in (("model", log2_brightness(mo)), ("quantile_map", float(b_map.of_log2(bx))),
-                         ("paired_affine", float(np.polyval(affine, bx))), ("target_median", b_med)):
+                         ("paired_affine", float(np.polyval(affine, bx))), ("target_median", b_med),
+                         ("white_point", b_white), ("map_and_white_point", 0.5 * (float(b_map.of_log2(bx)) + b_white)),
+                         ("paired_affine_white", float(affine_w @ [bx, log2_white(x), 1.0]))):
                 b_pred[k]["error"].append(abs(b - bg))
                 b_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=b)), srgb))
             for k, c in (("model", log2_chroma(mo)), ("quantile_map", np.array([m.of_log2(v) for m, v in zip(c_map, cx)])),
@@ -246,7 +267,10 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
             "psnr": {k: mean(v) for k, v in psnr.items()},
             "brightness_predictors": scored(b_pred), "chroma_predictors": scored(c_pred),
             "saturation_predictors": scored(s_pred), "contrast_predictors": scored(k_pred),
-            "paired_affine": fitted(affine, b_in, b_orig), "contrast_paired_affine": fitted(k_affine, k_in, k_train)}
+            "paired_affine": fitted(affine, b_in, b_orig),
+            "paired_affine_white": {"brightness": round(float(affine_w[0]), 3), "white": round(float(affine_w[1]), 3),
+                                    "intercept": round(float(affine_w[2]), 3)},
+            "target_white_level": round(w_med, 3), "contrast_paired_affine": fitted(k_affine, k_in, k_train)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,8 +180,8 @@ def anchor_gain(recipe: Recipe, img: torch.Tensor, new_img: torch.Tensor, anchor
     if anchor is None:
         raise ValueError(f"recipe {recipe.name!r} has brightness_anchor on: the step needs the episodes' anchors")
     with torch.no_grad():
-        before = A.potential(img, anchor)  # a state of the pool: no gradient to carry
-    after = A.potential(new_img, anchor)
+        before = A.potential(img, anchor, recipe.anchor_white_point)  # a state of the pool: no gradient to carry
+    after = A.potential(new_img, anchor, recipe.anchor_white_point)
     return after - before, -after.detach()
 
 
@@ -399,7 +399,8 @@ def train(cfg: TrainConfig) -> dict:
     opt_a = torch.optim.Adam(actor.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio, betas=betas)
     opt_v = torch.optim.Adam(value.parameters(), lr=recipe.lr_d * recipe.actor_lr_ratio * recipe.value_lr_ratio,
                              betas=betas)
-    anchor_of = A.BrightnessAnchor.fit(inputs.crops, targets.crops) if recipe.brightness_anchor else None
+    anchor_of = (A.BrightnessAnchor.fit(inputs.crops, targets.crops, recipe.anchor_white_point)
+                 if recipe.brightness_anchor else None)
     pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng, anchor_of)
     fakes = ImagePool(recipe.fake_pool_size, rng)
     history: list[dict] = []

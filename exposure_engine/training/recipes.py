@@ -72,6 +72,10 @@ class Recipe:
     # the choice (pi1) learns from the critic's and the penalties' returns alone, while the parameters (pi2) still
     # get the whole Q (anchor included) through the differentiable filter (not in the paper).
     anchor_in_choice: bool = True
+    # With the anchor on: True = the anchored level is the mean of log2 brightness and log2 white level (99.5th
+    # percentile of luminance), anchored to the mean of the quantile map's brightness and the targets' median white
+    # level (training/anchor.py; not in the paper).
+    anchor_white_point: bool = False
 
     def __post_init__(self):
         if self.choice_gradient not in CHOICE_GRADIENTS:
@@ -84,6 +88,11 @@ class Recipe:
         if not isinstance(self.anchor_in_choice, bool):
             raise ValueError(f"recipe {self.name!r}: anchor_in_choice must be true or false, "
                              f"not {self.anchor_in_choice!r}")
+        if not isinstance(self.anchor_white_point, bool):
+            raise ValueError(f"recipe {self.name!r}: anchor_white_point must be true or false, "
+                             f"not {self.anchor_white_point!r}")
+        if self.anchor_white_point and self.brightness_anchor == 0.0:
+            raise ValueError(f"recipe {self.name!r}: anchor_white_point needs brightness_anchor > 0")
         if not self.anchor_in_choice and self.brightness_anchor == 0.0:
             raise ValueError(f"recipe {self.name!r}: anchor_in_choice false needs brightness_anchor > 0")
         if len(self.input_jitter) != 3:
