@@ -227,10 +227,11 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
             psnr["chroma_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=cg)), srgb))
             psnr["both_corrected"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=bg, chroma=cg)), srgb))
             bx, cx = log2_brightness(mx), log2_chroma(mx)
-            b_white = log2_brightness(mo) + w_med - log2_white(lin_out)  # the output's white level put at w_med
-            for k, b in (("model", log2_brightness(mo)), ("quantile_map", float(b_map.of_log2(bx))),
+            b_out, b_mapped = log2_brightness(mo), float(b_map.of_log2(bx))
+            b_white = b_out + w_med - log2_white(lin_out)  # the output's white level put at w_med
+            for k, b in (("model", b_out), ("quantile_map", b_mapped),
                          ("paired_affine", float(np.polyval(affine, bx))), ("target_median", b_med),
-                         ("white_point", b_white), ("map_and_white_point", 0.5 * (float(b_map.of_log2(bx)) + b_white)),
+                         ("white_point", b_white), ("map_and_white_point", 0.5 * (b_mapped + b_white)),
                          ("paired_affine_white", float(affine_w @ [bx, log2_white(x), 1.0]))):
                 b_pred[k]["error"].append(abs(b - bg))
                 b_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=b)), srgb))
