@@ -167,8 +167,9 @@ def _make_render_rows(sources_digest: str):
 def _make_step_batch(sources_digest: str):
     @numba.njit(cache=True, nogil=True, error_model="numpy")
     def _step_batch(states, ids, consts):
-        """states: float32 ``(B, H, W, 3)`` C-contiguous, edited in place, unclipped: image ``b`` through the one
-        step ``ids[b]`` / ``consts[b]``. Serial (the agent's proxies are 64x64: threads would cost more)."""
+        """states: float32 ``(B, H, W, 3)`` C-contiguous, edited in place, unclipped: image ``b`` through its
+        steps ``ids[b]`` ``(T,)`` / ``consts[b]`` ``(T, K)``. Serial (the agent's proxies are 64x64: threads would
+        cost more)."""
         if len(sources_digest) == 0:  # never true: references the digest so that it is part of the key
             return
         buf = np.empty(3 * CHUNK, np.float32)
@@ -183,7 +184,7 @@ def _make_step_batch(sources_digest: str):
                     buf[_UR + i] = row[_U3 * i]
                     buf[_UG + i] = row[_U3 * i + _U1]
                     buf[_UB + i] = row[_U3 * i + _U2]
-                _steps(buf, n, ids[b:b + 1], consts[b:b + 1])
+                _steps(buf, n, ids[b], consts[b])
                 for i in range(un):
                     row[_U3 * i] = buf[_UR + i]
                     row[_U3 * i + _U1] = buf[_UG + i]
@@ -230,7 +231,7 @@ def _torch_threads_kept():
             torch.set_num_threads(n)
 
 
-def _prepared(ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
+def prepared_constants(ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
     """``consts float32 (S, MAX_KERNEL_CONSTS)``: for each filter id and packed parameter row, the constants its
     ``pixel`` kernel reads (``Filter.prepare`` of the packed parameters, zero-padded)."""
     consts = np.zeros((len(ids), F.MAX_KERNEL_CONSTS), np.float32)
@@ -243,9 +244,9 @@ def _prepared(ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
 
 def kernel_constants(sequence: EditSequence) -> tuple[np.ndarray, np.ndarray]:
     """``(ids int32 (S,), consts float32 (S, MAX_KERNEL_CONSTS))``: each step's filter id and the constants
-    its ``pixel`` kernel reads (:func:`_prepared`)."""
+    its ``pixel`` kernel reads (:func:`prepared_constants`)."""
     ids, params = sequence.packed()
-    return ids, _prepared(ids, params)
+    return ids, prepared_constants(ids, params)
 
 
 def step_batch(states: np.ndarray, filter_ids: np.ndarray, packed: np.ndarray) -> np.ndarray:
@@ -262,7 +263,22 @@ def step_batch(states: np.ndarray, filter_ids: np.ndarray, packed: np.ndarray) -
     packed = np.asarray(packed, np.float32)
     if ids.shape[0] != states.shape[0] or packed.shape[0] != states.shape[0]:
         raise ValueError(f"{states.shape[0]} states, {ids.shape[0]} filter ids, {packed.shape[0]} parameter rows")
-    _step_batch(states, ids, _prepared(ids, packed))
+    _step_batch(states, ids[:, None], prepared_constants(ids, packed)[:, None])
+    return states
+
+
+def programs_batch(states: np.ndarray, filter_ids: np.ndarray, consts: np.ndarray) -> np.ndarray:
+    """Whole programs on a batch, in place: image ``b`` of ``states`` through its steps ``filter_ids[b]`` (int32
+    ``(B, T)``) with kernel constants ``consts[b]`` (float32 ``(B, T, MAX_KERNEL_CONSTS)``, each step's
+    :func:`prepared_constants`), unclipped; one pass over the pixels (the same kernels as :func:`render` and
+    :func:`step_batch`). For running many programs over small states repeatedly (the level rule's search)."""
+    if states.dtype != np.float32 or states.ndim != 4 or states.shape[3] != 3 or not states.flags.c_contiguous:
+        raise ValueError(f"states must be C-contiguous float32 (B, H, W, 3), got {states.dtype} {states.shape}")
+    ids = np.ascontiguousarray(filter_ids, np.int32)
+    consts = np.ascontiguousarray(consts, np.float32)
+    if ids.ndim != 2 or consts.shape != (*ids.shape, F.MAX_KERNEL_CONSTS) or ids.shape[0] != states.shape[0]:
+        raise ValueError(f"{states.shape[0]} states, filter ids {ids.shape}, constants {consts.shape}")
+    _step_batch(states, ids, consts)
     return states
 
 

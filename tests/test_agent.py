@@ -294,6 +294,28 @@ def test_step_batch_applies_each_rows_own_filter_like_the_renderer_and_the_torch
         step_batch(states, ids[:3], packed)
 
 
+def test_programs_batch_runs_each_rows_whole_program_like_the_renderer():
+    from exposure_engine.renderer import prepared_constants, programs_batch
+
+    rng = np.random.default_rng(1)
+    states = (rng.random((6, 16, 24, 3)) * 1.2).astype(np.float32)
+    before = states.copy()
+    ids = np.stack([rng.permutation(8)[:4] for _ in range(6)]).astype(np.int32)  # (B, T): 4 steps per row
+    raw = torch.from_numpy(rng.normal(size=(6, 4, max(f.n_raw for f in F.FILTERS))).astype(np.float32))
+    packed = np.zeros((6, 4, F.MAX_PACKED), np.float32)
+    for b in range(6):
+        for t in range(4):
+            f = F.FILTERS[ids[b, t]]
+            packed[b, t, : f.n_packed] = f.params_from_raw(raw[b, t: t + 1, : f.n_raw])[0].numpy()
+    consts = np.stack([prepared_constants(ids[:, t], packed[:, t]) for t in range(4)], 1)
+    assert programs_batch(states, ids, consts) is states
+    for b in range(6):
+        seq = EditSequence.from_packed(ids[b], packed[b])
+        np.testing.assert_allclose(states[b], render(before[b], seq, clip=False), atol=1e-6)
+    with pytest.raises(ValueError, match="filter ids"):
+        programs_batch(states, ids[:, 0], consts)
+
+
 def test_the_fused_inference_network_follows_weight_changes(policy, tmp_path):
     # The fused trunks are built once per policy; loading other weights into the same actor must not leave a
     # stale copy behind.

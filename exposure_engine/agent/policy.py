@@ -4,15 +4,16 @@ A model folder (``models/NAME/``, docs/training.md) holds
 
 * ``policy.pt``   the actor's ``state_dict`` (float32; loaded with ``torch.load(weights_only=True)``);
 * ``config.json`` ``{"format": "exposure-engine-model", "version": 1, "name", "weights": "policy.pt",
-  "arch": {...}, "recipe": {...}, "training": {...}, "metrics": {...}}``;
+  "arch": {...}, "recipe": {...}, "training": {...}, "metrics": {...}}`` and optionally ``"level"`` (agent/level.py);
 * ``model_card.md`` for people.
 
 :meth:`Policy.predict` runs the paper's test-time procedure on a 64x64 proxy: five steps, each choosing a filter
-(argmax of pi1 by default) and its parameters (pi2). With dropout ON (variants, or a seed given) different seeds
-give different, plausible variants (the paper's one-to-many); with dropout off (one prediction, no seed: the
-default) the result is the policy's mean edit, deterministic. The randomness of a prediction comes only from its
-seed: each row of a batch draws its own dropout masks from its own generator, so a result does not depend on what
-else was in the batch, and ``seed`` / ``seed + i`` reproduce variant ``i``.
+(argmax of pi1 by default) and its parameters (pi2). A model whose config.json has a ``"level"`` rule then has each
+program's exposure retuned on the same proxy (agent/level.py; not in the paper). With dropout ON (variants, or a
+seed given) different seeds give different, plausible variants (the paper's one-to-many); with dropout off (one
+prediction, no seed: the default) the result is the policy's mean edit, deterministic. The randomness of a
+prediction comes only from its seed: each row of a batch draws its own dropout masks from its own generator, so a
+result does not depend on what else was in the batch, and ``seed`` / ``seed + i`` reproduce variant ``i``.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ..imageio.proxy import STATE_SIZE, resize_proxy  # noqa: F401  (defined bes
 from ..sequence import EditSequence, Step
 from ..renderer import step_batch
 from .fused import FusedTrunks, pooled_input
+from .level import MIN_OFFSET_EV, LevelRule, with_gain
 from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_values
 
 MODEL_FORMAT = "exposure-engine-model"
@@ -50,8 +52,11 @@ class Prediction:
     """One predicted edit.
 
     sequence:      the chosen steps (format v1); each step's meta has ``probabilities`` {filter: p} and ``label``.
-    probabilities: ``(n_steps, 8)`` pi1 at each step (before any reuse mask), filter order of ``F.FILTERS``.
-    proxies:       ``n_steps + 1`` states ``(64, 64, 3)`` float32: the input proxy, then after each step (unclipped;
+                   With the model's level rule the step holding its gain records it as ``level_ev``: the first
+                   step when that is an Exposure step, else one more Exposure step in front (no probabilities).
+    probabilities: ``(n, 8)`` pi1 at each of the sequence's n steps (before any reuse mask), filter order of
+                   ``F.FILTERS``; a row of zeros for a step the level rule put in front.
+    proxies:       ``n + 1`` states ``(64, 64, 3)`` float32: the input proxy, then after each step (unclipped;
                    ``render(proxies[0], sequence, clip=False)`` reproduces ``proxies[-1]``).
     seed:          the seed that reproduces this prediction; None for a mean edit (no dropout: needs no seed).
     """
@@ -90,6 +95,8 @@ class Policy:
         self.actor.to(self.device)
         self._fused_trunks: FusedTrunks | None = None  # built by _fused() on first use
         self._fused_key: tuple = ()
+        # config.json's "level": the exposure retune every prediction gets (agent/level.py); None: none
+        self.level_rule = LevelRule.from_dict(self.config["level"]) if self.config.get("level") else None
 
     # --- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -147,7 +154,10 @@ class Policy:
         except (RuntimeError, TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"{weights}: weights do not match the architecture in {CONFIG_FILE} ({e})") from None
         name = str(config.get("name") or folder.name)
-        return cls(actor, name=name, config=config, content_hash=_sha256_bytes(data), device=device)
+        try:
+            return cls(actor, name=name, config=config, content_hash=_sha256_bytes(data), device=device)
+        except ValueError as e:  # a malformed "level" entry
+            raise ModelError(f"{cfg_path}: {e}") from None
 
     def save(self, folder: str | os.PathLike, *, extra_config: dict | None = None) -> Path:
         """Write ``policy.pt`` and ``config.json`` into ``folder`` (atomically: temp file + rename).
@@ -187,7 +197,7 @@ class Policy:
 
     # --- inference --------------------------------------------------------------------------------------------
     def predict(self, proxy: np.ndarray, *, variants: int = 1, seed: int | None = None, dropout: bool | None = None,
-                deterministic_choice: bool = True, allow_reuse: bool = False) -> list[Prediction]:
+                deterministic_choice: bool = True, allow_reuse: bool = False, level: bool = True) -> list[Prediction]:
         """Edit sequences for one image.
 
         proxy: ``(h, w, 3)`` float32 linear RGB, any size (area-resized to a 64x64 state).
@@ -199,6 +209,8 @@ class Policy:
             photos (docs/training.md, "Dropout at inference").
         deterministic_choice: argmax of pi1 (the paper's test time) rather than a sample.
         allow_reuse: let a filter appear twice (training penalises reuse; by default inference masks used filters).
+        level: apply the model's level rule (config.json ``"level"``, agent/level.py) when it has one: the
+            program's exposure retuned so that the output's level follows the rule. False: the policy's own program.
         """
         if variants < 1:
             raise ValueError(f"variants must be >= 1, got {variants}")
@@ -206,12 +218,13 @@ class Policy:
         small = resize_proxy(proxy, STATE_SIZE)
         base = secrets.randbits(31) if seed is None else int(seed)
         return self.predict_batch(np.repeat(small[None], variants, 0), seeds=[base + i for i in range(variants)],
-                                  dropout=dropout, deterministic_choice=deterministic_choice, allow_reuse=allow_reuse)
+                                  dropout=dropout, deterministic_choice=deterministic_choice, allow_reuse=allow_reuse,
+                                  level=level)
 
     @torch.inference_mode()
     def predict_batch(self, proxies: np.ndarray | Sequence[np.ndarray], *, seeds: Sequence[int] | None = None,
                       dropout: bool | Sequence[bool] = True, deterministic_choice: bool = True,
-                      allow_reuse: bool = False) -> list[Prediction]:
+                      allow_reuse: bool = False, level: bool = True) -> list[Prediction]:
         """Edit sequences for N proxies in one forward pass per step.
 
         proxies: ``(N, 64, 64, 3)`` float32 linear RGB (or a list of ``(h, w, 3)`` arrays, resized here).
@@ -219,6 +232,7 @@ class Policy:
             up to float rounding (~1e-7: the batched matrix products may round differently).
         dropout: for all rows or one per row (see :meth:`predict`); a row without dropout is its mean edit, the
             same whatever its seed (the seed then only matters with ``deterministic_choice=False``).
+        level: see :meth:`predict`.
         """
         arch = self.arch
         batch = np.stack([resize_proxy(p, STATE_SIZE) for p in proxies]) if len(proxies) else np.zeros((0,))
@@ -291,6 +305,16 @@ class Policy:
             choices.append(choice_np)
             params.append(p_np)
 
+        offsets = np.zeros(n)
+        if level and self.level_rule is not None:
+            offsets = self.level_rule.offsets(states[0], choices, params)
+            offsets[np.abs(offsets) < MIN_OFFSET_EV] = 0.0
+            if offsets.any():  # the states of the retuned programs: the same steps on the gained inputs
+                gained = states[0] * np.exp2(offsets).astype(np.float32)[:, None, None, None]
+                for t in range(steps):
+                    states[t + 1] = gained
+                    step_batch(states[t + 1], choices[t], params[t])
+                    gained = states[t + 1]
         out = []
         probs_np = np.stack(probs_all, 1).astype(np.float32)  # (n, steps, 8)
         shown = probs_np.astype(np.float64).round(6).tolist()  # the step meta's rounded probabilities
@@ -298,16 +322,22 @@ class Policy:
         chosen, values = [c.tolist() for c in choices], [p.tolist() for p in params]  # Python ints / floats
         for i in range(n):
             pr = probs_np[i]
+            proxies = [states[t, i] for t in range(steps + 1)]
             seq_steps = []
             for t in range(steps):  # Step.from_packed, with the label from the same values
                 f = F.FILTERS[chosen[t][i]]
                 v = values[t][i][: f.n_packed]
                 seq_steps.append(Step(f.name, f.to_json(v), {"probabilities": dict(zip(names, shown[i][t])),
                                                               "label": f.label(v)}))
+            if offsets[i]:
+                seq_steps, added = with_gain(seq_steps, offsets[i])
+                if added:  # a step the policy did not choose: no probabilities; its state is the gained input
+                    pr = np.concatenate([np.zeros((1, F.N_FILTERS), np.float32), pr])
+                    proxies.insert(1, states[0, i] * np.exp2(np.float32(offsets[i])))
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
             seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})
-            out.append(Prediction(seq, pr, [states[t, i] for t in range(steps + 1)], seeds[i] if drop[i] else None))
+            out.append(Prediction(seq, pr, proxies, seeds[i] if drop[i] else None))
         return out
 
 

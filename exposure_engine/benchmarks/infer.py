@@ -228,6 +228,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'':<34} {a.n_steps} forwards = {100 * share:.0f}% of predict's median")
     res["predict_mean_edit"] = timed(lambda: policy.predict(proxy), args.runs, 3)  # retouch's default
     print(_line("policy inference (mean edit)", res["predict_mean_edit"]))
+    if policy.level_rule is not None:  # the same call without the model's level rule, for its cost
+        res["predict_mean_edit_no_level"] = timed(lambda: policy.predict(proxy, level=False), args.runs, 3)
+        print(_line("  the same without the level rule", res["predict_mean_edit_no_level"]))
     # What the daemon runs for --batch concurrent clients: different proxies, each its mean edit.
     h, w = example.shape[:2]  # different crops of the example: offsets wrap within its top-left quarter
     batch = np.stack([make_proxy(example[i * 37 % (h // 2):, i * 53 % (w // 2):], STATE_SIZE)
@@ -235,6 +238,10 @@ def run(args: argparse.Namespace) -> int:
     res["batch"] = args.batch
     res["predict_batch_mean_edit"] = timed(lambda: policy.predict_batch(batch, dropout=False), args.runs, 3)
     print(_line(f"batch of {args.batch} proxies (mean edits)", res["predict_batch_mean_edit"]))
+    if policy.level_rule is not None:
+        res["predict_batch_mean_edit_no_level"] = timed(lambda: policy.predict_batch(batch, dropout=False, level=False),
+                                                        args.runs, 3)
+        print(_line("  the same without the level rule", res["predict_batch_mean_edit_no_level"]))
 
     if args.breakdown:
         res["breakdown"] = breakdown(policy, proxy, args.runs)

@@ -27,7 +27,7 @@ PHOTO_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 CROP_SIDE = 80  # crops are stored at 80x80; training crops 64x64 out of them (paper)
 N_CROPS = 4
 MAX_EDGE = 512  # decoded images are area-reduced to this long edge before cropping (paper: 500 px exports)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: with whole-frame proxies
 
 
 class DataError(ValueError):
@@ -154,11 +154,22 @@ def random_square_crops(img: np.ndarray, rng: np.random.Generator, n: int = N_CR
 
 @dataclass
 class Dataset:
-    """Cached crops of one folder: ``crops (N * 4, 80, 80, 3)`` float32 and the files they came from."""
+    """Cached crops of one folder: ``crops (N * 4, 80, 80, 3)`` float32 and the files they came from.
+
+    frames: ``(N, 64, 64, 3)`` float32 linear whole-frame proxies, one per file, made as the engine makes every
+    proxy (``make_proxy``; targets decoded to linear first): what the level rule reads (agent/level.py)."""
 
     crops: np.ndarray
     files: list[Path]
     skipped: list[str]  # "file: reason" for files that could not be used
+    frames: np.ndarray | None = None
+
+
+def frame_proxy(img: np.ndarray, role: str) -> np.ndarray:
+    """A decoded input (linear) or target (display sRGB) -> its ``(64, 64, 3)`` linear whole-frame proxy."""
+    from ..imageio.proxy import STATE_SIZE, make_proxy
+
+    return make_proxy(img if role == "input" else srgb_to_linear(img), STATE_SIZE)
 
 
 def build_crops(files: Sequence[Path], role: str, *, cache_dir: Path | None, seed: int,
@@ -175,16 +186,16 @@ def build_crops(files: Sequence[Path], role: str, *, cache_dir: Path | None, see
         cache_dir.mkdir(parents=True, exist_ok=True)
     key_extra = f"v{CACHE_VERSION}-{role}-s{seed}" + (f"-u{ranges.ev}{ranges.saturation}{ranges.cast}" if unprocess else "")
     key_tag = hashlib.sha256(key_extra.encode()).hexdigest()[:10]
-    chunks, used, skipped = [], [], []
+    chunks, frames, used, skipped = [], [], [], []
     for path in tqdm(files, desc=f"proxies ({role}s)", unit="file", disable=not progress, leave=False):
         try:
             digest = file_sha256(path)
             cache = cache_dir / f"{role}-{digest[:24]}-{key_tag}.npz" if cache_dir is not None else None
-            crops = None
+            crops = frame = None
             if cache is not None and cache.is_file():
                 try:
                     with np.load(cache) as z:
-                        crops = z["crops"]
+                        crops, frame = z["crops"], z["frame"]
                 except Exception:  # a torn or foreign cache file is simply rebuilt
                     crops = None
             if crops is None:
@@ -196,19 +207,21 @@ def build_crops(files: Sequence[Path], role: str, *, cache_dir: Path | None, see
                     raise DataError(f"{path}: too small ({img.shape[1]}x{img.shape[0]})")
                 rng = np.random.default_rng([seed, int(digest[:8], 16)])
                 crops = random_square_crops(img, rng)
-                if not np.isfinite(crops).all():
+                frame = frame_proxy(img, role)
+                if not (np.isfinite(crops).all() and np.isfinite(frame).all()):
                     raise DataError(f"{path}: decoded to non-finite values")
                 if cache is not None:
                     tmp = cache.with_name(cache.stem + f".tmp{os.getpid()}.npz")
-                    np.savez(tmp, crops=crops)
+                    np.savez(tmp, crops=crops, frame=frame)
                     os.replace(tmp, cache)
             chunks.append(crops.astype(np.float32))
+            frames.append(frame.astype(np.float32))
             used.append(path)
         except (DataError, OSError) as e:
             skipped.append(str(e) if isinstance(e, DataError) else f"{path}: {e}")
     if not chunks:
         raise DataError(f"no usable {role} images" + (f" ({skipped[0]} ...)" if skipped else ""))
-    return Dataset(np.concatenate(chunks), used, skipped)
+    return Dataset(np.concatenate(chunks), used, skipped, np.stack(frames))
 
 
 class ProxySampler:

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import filters as F
-from .anchor import WHITE_QUANTILE, BrightnessAnchor
+from ..agent.level import log2_white as level_log2_white
+from .anchor import BrightnessAnchor
 from .holdout import EVAL_SEED, print_json, raw_like_draw
 from .unprocess import linear_to_srgb, srgb_to_linear
 
@@ -71,9 +72,8 @@ def log2_brightness(means: np.ndarray) -> float:
 
 def log2_white(linear: np.ndarray) -> float:
     """``(H,W,3)`` linear RGB -> log2 white level: the 99.5th percentile of luminance (values clipped to [0, 1]), as
-    the white-point anchor reads it (``anchor.linear_log2_white``)."""
-    lum = np.clip(linear.reshape(-1, 3), 0.0, 1.0) @ _LUM
-    return float(np.log2(max(float(np.quantile(lum, WHITE_QUANTILE)), _FLOOR)))
+    the white-point anchor and the level rule read it (``agent.level.log2_white``)."""
+    return float(level_log2_white(np.asarray(linear)[None])[0])
 
 
 def log2_chroma(means: np.ndarray) -> np.ndarray:

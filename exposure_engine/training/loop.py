@@ -42,6 +42,7 @@ import torch
 
 from .. import filters as F
 from ..agent.networks import MAX_ENTROPY, Actor, Arch, Discriminator, Value, apply_choice, entropy
+from ..agent.level import LevelRule
 from ..agent.policy import STATE_SIZE, Policy, atomic_write, choose
 from . import anchor as A
 from . import data as D
@@ -401,6 +402,11 @@ def train(cfg: TrainConfig) -> dict:
                              betas=betas)
     anchor_of = (A.BrightnessAnchor.fit(inputs.crops, targets.crops, recipe.anchor_white_point)
                  if recipe.brightness_anchor else None)
+    level_cfg = {}  # config.json's "level": the rule every policy saved or validated here applies (agent/level.py)
+    if recipe.level_rule:
+        bmap = (anchor_of if anchor_of is not None and anchor_of.white_level is None
+                else A.BrightnessAnchor.fit(inputs.crops, targets.crops))
+        level_cfg = {"level": LevelRule.fit(bmap, targets.frames).to_dict()}
     pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng, anchor_of)
     fakes = ImagePool(recipe.fake_pool_size, rng)
     history: list[dict] = []
@@ -483,7 +489,7 @@ def train(cfg: TrainConfig) -> dict:
         from .report import proxy_histogram_intersection
 
         watched = _cpu_copy(actor if ema is None else ema)  # the weights that will be saved
-        pol = Policy(watched, name="monitor")
+        pol = Policy(watched, name="monitor", config=level_cfg)
         preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
         outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
         row = {"iteration": iteration, **proxy_histogram_intersection(outs, mon_tg)}
@@ -587,7 +593,7 @@ def train(cfg: TrainConfig) -> dict:
         selection: dict = {"rule": "last"}
         if best is not None:
             # the last weights stay available beside the selected ones (OUT/last/, an ordinary model folder)
-            Policy(last, name=f"{name}@last", config={"recipe": recipe.to_dict()}).save(
+            Policy(last, name=f"{name}@last", config={"recipe": recipe.to_dict(), **level_cfg}).save(
                 out / "last", extra_config={"training": {"iteration": it, **anchor_info, **cfg.extra},
                                             "metrics": {"monitor": monitor[-1]}})
             shipped = copy.deepcopy(last)
@@ -598,7 +604,7 @@ def train(cfg: TrainConfig) -> dict:
             summary["selected_iteration"] = best["iteration"]
             log(f"selected the weights of iteration {best['iteration']} (validation PSNR {best['val_psnr']:.2f} dB; "
                 f"last {monitor[-1]['val_psnr']:.2f} dB)")
-        pol = Policy(shipped, name=name, config={"recipe": recipe.to_dict()})
+        pol = Policy(shipped, name=name, config={"recipe": recipe.to_dict(), **level_cfg})
         training = {**{k: v for k, v in summary.items() if k != "actor_sha256"}, "seed": cfg.seed, "unprocess": cfg.unprocess,
                     "selection": selection,
                     "n_input_files": len(inputs.files), "n_target_files": len(targets.files),

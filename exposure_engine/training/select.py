@@ -1,0 +1,68 @@
+"""Choose among runs (seeds) of one recipe by validation, never by held-out photos.
+
+A run's own ``val_psnr`` scores its weights on one RAW-like draw of the training photos made with the run's seed,
+so two runs are scored on different draws (one draw of 78 photos moves the mean by several tenths of a dB). This
+scores every model on the same draws::
+
+    python -m exposure_engine.training.select MODEL [MODEL ...] PHOTOS [--draws 5] [--json FILE]
+
+For each model: the trainer's validation PSNR (:func:`~exposure_engine.training.loop.validation_psnr`: mean edits on
+64x64 proxies against the originals) on the training photos of its split (``training.split.train_inputs`` in
+PHOTOS; every model must share the split), RAW-like draws with seeds 0 .. draws-1, as the model predicts (its level
+rule applied when it has one) and without the rule. The first in ``ranking`` has the best mean.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def score(models: list[str | Path], photos: str | Path, draws: int = 5) -> dict:
+    from ..agent.policy import Policy
+    from . import data as D
+    from .loop import validation_psnr
+
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, not {draws}")
+    pols = [Policy.load(m) for m in models]
+    splits = [p.config.get("training", {}).get("split", {}).get("train_inputs") for p in pols]
+    if not splits[0] or any(s != splits[0] for s in splits):
+        raise ValueError("every model must have been trained on the same split (train --split-from)")
+    files = [Path(photos) / n for n in splits[0]]
+    pairs = [D.validation_pairs(files, seed=s) for s in range(draws)]
+    rows = []
+    for m, pol in zip(models, pols):
+        with_rule = [validation_psnr(pol, p) for p in pairs]
+        rule, pol.level_rule = pol.level_rule, None
+        without = [validation_psnr(pol, p) for p in pairs] if rule is not None else with_rule
+        rows.append({"model": str(m), "sha256": pol.content_hash, "level_rule": rule is not None,
+                     "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule],
+                     "val_psnr_without_rule": round(float(np.mean(without)), 3)})
+    return {"n_photos": len(files), "draws": draws, "models": rows,
+            "ranking": [r["model"] for r in sorted(rows, key=lambda r: -r["val_psnr"])]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .holdout import print_json
+
+    p = argparse.ArgumentParser(prog="python -m exposure_engine.training.select", description=__doc__.split("\n")[0])
+    p.add_argument("models", nargs="+", help="model folders, then the photos folder of their split")
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--json", help="write the result here too")
+    a = p.parse_args(argv)
+    if len(a.models) < 2:
+        p.error("give at least one model and the photos folder")
+    try:
+        res = score(a.models[:-1], a.models[-1], a.draws)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_json(res, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The level rule (agent/level.py): each prediction's exposure retuned so that the finished photo's level (mean of
+log2 brightness and log2 white level) is the mean of the brightness map's reading and the targets' white level."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from exposure_engine import filters as F
+from exposure_engine.agent.level import LevelRule, display_level, log2_brightness, log2_white, with_gain
+from exposure_engine.agent.policy import ModelError, Policy
+from exposure_engine.renderer import render
+from exposure_engine.sequence import EditSequence, Step
+from exposure_engine.training import data as D
+from exposure_engine.training import recipes
+from exposure_engine.training.anchor import BrightnessAnchor, linear_log2_brightness, linear_log2_white
+from exposure_engine.training.loop import TrainConfig, train
+from test_training import TINY, write_folders  # pytest puts tests/ on sys.path (no __init__.py)
+
+
+def _rule(white: float = -0.5) -> LevelRule:
+    # inputs 3-6 stops under white map to finished photos 1.5-3 stops under (brighter inputs, brighter outputs)
+    return LevelRule(BrightnessAnchor.from_values([-6.0, -3.0], [-3.0, -1.5]), white)
+
+
+def _scenes(n: int, seed: int = 0) -> np.ndarray:
+    """``(n, 64, 64, 3)`` linear proxies: smooth gradients with a few bright pixels, 1-3 stops under."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    out = np.empty((n, 64, 64, 3), np.float32)
+    for i in range(n):
+        base = (0.2 + 0.8 * xx * yy)[..., None] * rng.uniform(0.5, 1.0, 3)
+        base[rng.integers(0, 64, 30), rng.integers(0, 64, 30)] = 1.0
+        out[i] = base * 2.0 ** -rng.uniform(1, 3)
+    return out
+
+
+def test_the_levels_read_as_the_training_anchor_reads_them():
+    # the numpy readings are the torch ones the anchor and white-point anchor use, so a rule fitted from either
+    # side means the same thing
+    x = _scenes(3) * 4
+    chw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    np.testing.assert_allclose(log2_brightness(x), linear_log2_brightness(chw).numpy(), atol=1e-4)
+    np.testing.assert_allclose(log2_white(x), linear_log2_white(chw).numpy(), atol=1e-4)
+    # a flat grey at linear 0.25 (display 0.537): brightness and white level both -2 stops
+    grey = np.full((1, 8, 8, 3), 0.53709, np.float32)
+    assert display_level(grey)[0] == pytest.approx(-2.0, abs=1e-3)
+
+
+def test_the_rule_fits_the_targets_median_white_level_and_round_trips():
+    frames = np.stack([np.full((64, 64, 3), v, np.float32) for v in (0.125, 0.25, 0.5)])
+    rule = LevelRule.fit(BrightnessAnchor.from_values([-6.0, -3.0], [-3.0, -1.5]), frames)
+    assert rule.white_level == pytest.approx(-2.0)  # median of -3, -2, -1
+    again = LevelRule.from_dict(json.loads(json.dumps(rule.to_dict())))
+    np.testing.assert_allclose(again.targets(_scenes(4)), rule.targets(_scenes(4)), atol=1e-4)
+    # the target level of an input: mean of its mapped brightness and the white level
+    x = np.full((1, 8, 8, 3), 2.0 ** -4.5, np.float32)  # brightness -4.5: mapped to -2.25
+    assert rule.targets(x)[0] == pytest.approx(0.5 * (-2.25 - 2.0), abs=1e-4)
+
+
+@pytest.mark.parametrize("bad", [{}, {"white_level": 0.0}, {"brightness_map": {"input_levels": [0, 1]},
+                                                            "white_level": 0.0},
+                                 {"brightness_map": {"input_levels": [0, 1], "target_levels": [0, 1]},
+                                  "white_level": "nan"}])
+def test_a_malformed_rule_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="malformed level rule"):
+        LevelRule.from_dict(bad)
+
+
+@pytest.mark.parametrize("program", [
+    [Step("gamma", {"gamma": 1 / 2.2})],
+    [Step("tone_curve", {"slopes": [2, 1, 1, 0.5, 0.5, 1, 1, 1]}), Step("saturation", {"amount": 0.4}),
+     Step("gamma", {"gamma": 0.5})],
+])
+def test_the_found_gain_puts_every_output_at_its_level(program):
+    rule, x = _rule(), _scenes(6, seed=1)
+    seq = EditSequence(program)
+    ids = [np.full(len(x), s.definition.index) for s in program]
+    packed = [np.tile(np.asarray(s.packed(), np.float32), (len(x), 1)) for s in program]
+    d = rule.offsets(x, ids, packed)
+    assert np.all(np.abs(d) < 2.9)  # solved, not stopped at the search bound
+    for i in range(len(x)):
+        out = render(x[i], EditSequence(with_gain(seq.steps, d[i])[0]))
+        assert display_level(out[None])[0] == pytest.approx(rule.targets(x[i:i + 1])[0], abs=0.002)
+
+
+def test_an_output_that_cannot_reach_its_level_gets_the_search_bound():
+    black = np.zeros((1, 16, 16, 3), np.float32)
+    assert _rule().offsets(black, [], [])[0] == \
+        pytest.approx(3.0, abs=1e-3)
+
+
+def test_the_gain_is_folded_into_a_leading_exposure_else_a_new_exposure_step_goes_in_front():
+    x = _scenes(1)[0]
+    lead = [Step("exposure", {"ev": 0.7}, {"label": "Exposure +0.70 EV", "probabilities": {"exposure": 0.9}}),
+            Step("gamma", {"gamma": 0.5})]
+    folded, added = with_gain(lead, 0.25)
+    assert not added and [s.filter for s in folded] == ["exposure", "gamma"]
+    assert folded[0].params["ev"] == pytest.approx(0.95) and folded[0].meta["level_ev"] == 0.25
+    assert folded[0].meta["label"] == "Exposure +0.95 EV" and folded[0].meta["probabilities"] == {"exposure": 0.9}
+    # the same output as a separate gain in front
+    front = [Step("exposure", {"ev": 0.25}), *lead]
+    np.testing.assert_allclose(render(x, EditSequence(folded)), render(x, EditSequence(front)), atol=1e-5)
+    tail = [Step("gamma", {"gamma": 0.5}), Step("exposure", {"ev": 0.7})]
+    ahead, added = with_gain(tail, -0.4)
+    assert added and [s.filter for s in ahead] == ["exposure", "gamma", "exposure"]
+    assert ahead[0].params == {"ev": -0.4} and ahead[0].meta["level_ev"] == -0.4 and ahead[2:] == tail[1:]
+
+
+def _ruled_policy(seed: int = 5) -> Policy:  # seed 5 starts some programs of _scenes(8, 2) with an Exposure step
+    pol = Policy.random(seed)
+    return Policy(pol.actor, name="ruled", config={**pol.config, "level": _rule().to_dict()})
+
+
+def test_a_model_with_a_rule_retunes_every_prediction_and_its_states_stay_consistent():
+    pol = _ruled_policy()
+    x = _scenes(8, seed=2)
+    plain = pol.predict_batch(x, dropout=False, level=False)
+    ruled = pol.predict_batch(x, dropout=False)
+    want = pol.level_rule.targets(x)
+    assert {p.sequence.steps[0].filter == "exposure" for p in plain} == {True, False}  # both ways of adding the gain
+    for i, (p, r) in enumerate(zip(plain, ruled)):
+        # the policy's own steps, unchanged but for the gain
+        own = [s for s in r.sequence.steps if "probabilities" in s.meta]
+        assert [(s.filter, s.params) for s in own[1:]] == [(s.filter, s.params) for s in p.sequence.steps[1:]]
+        gain = next(s.meta["level_ev"] for s in r.sequence.steps if "level_ev" in s.meta)
+        n = len(r.sequence.steps)
+        assert r.probabilities.shape == (n, F.N_FILTERS) and len(r.proxies) == n + 1
+        assert sum("level_ev" in s.meta for s in r.sequence.steps) == 1
+        if n > len(p.sequence.steps):  # a new step in front: no probabilities, its state is the gained input
+            assert not r.probabilities[0].any() and "probabilities" not in r.sequence.steps[0].meta
+        np.testing.assert_allclose(render(r.proxies[0], r.sequence, clip=False), r.proxies[-1], atol=1e-4)
+        if abs(gain) < 2.99:  # else the program cannot reach its level within the searched +-3 stops
+            assert display_level(r.proxies[-1][None])[0] == pytest.approx(want[i], abs=0.02)
+    # a single prediction goes the same way as the batch (up to the batched products' rounding, ~1e-7)
+    one, same = pol.predict(x[5])[0].sequence.steps, ruled[5].sequence.steps
+    assert [s.filter for s in one] == [s.filter for s in same]
+    np.testing.assert_allclose(np.concatenate([s.packed() for s in one]), np.concatenate([s.packed() for s in same]),
+                               atol=1e-5)
+
+
+def test_a_model_without_a_rule_predicts_the_policys_own_program():
+    pol = Policy.random(5)
+    assert pol.level_rule is None
+    x = _scenes(2)
+    assert [p.sequence.to_dict()["steps"] for p in pol.predict_batch(x, dropout=False)] == \
+        [p.sequence.to_dict()["steps"] for p in _ruled_policy().predict_batch(x, dropout=False, level=False)]
+
+
+def test_the_rule_is_saved_with_the_model_and_a_broken_one_is_a_model_error(tmp_path):
+    pol = _ruled_policy()
+    pol.save(tmp_path / "m")
+    again = Policy.load(tmp_path / "m")
+    assert again.level_rule is not None and again.level_rule.white_level == pytest.approx(-0.5)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["level"] = {"white_level": 0.0}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="config.json: malformed level rule"):
+        Policy.load(tmp_path / "m")
+
+
+def test_training_with_the_rule_saves_the_targets_white_level_and_validates_with_it(tmp_path):
+    ins, tgs = write_folders(tmp_path)
+    recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5, level_rule=True)
+    cfg = TrainConfig(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=recipe,
+                      iterations=4, seed=0, checkpoint_every=0, progress=False)
+    train(cfg)
+    targets = D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["level"]
+    assert saved["white_level"] == pytest.approx(float(np.median(log2_white(targets.frames))), abs=1e-4)
+    assert Policy.load(tmp_path / "m").level_rule is not None
+    with pytest.raises(ValueError, match="level_rule must be true or false"):
+        recipes.get("cpu-fast", level_rule=1)
+
+
+def test_the_whole_frame_proxies_are_the_engines_proxies_and_come_back_from_the_cache(tmp_path):
+    from exposure_engine.imageio.proxy import make_proxy
+    from exposure_engine.training.unprocess import srgb_to_linear
+
+    ins, tgs = write_folders(tmp_path)
+    files = D.list_images(tgs)
+    fresh = D.build_crops(files, "target", cache_dir=tmp_path / "cache", seed=0, progress=False)
+    cached = D.build_crops(files, "target", cache_dir=tmp_path / "cache", seed=0, progress=False)
+    assert fresh.frames.shape == (3, 64, 64, 3)
+    np.testing.assert_array_equal(fresh.frames, cached.frames)
+    np.testing.assert_allclose(fresh.frames[0], make_proxy(srgb_to_linear(D.load_target(files[0])), 64), atol=1e-6)
+    inputs = D.build_crops(D.list_images(ins), "input", cache_dir=None, seed=0, progress=False)
+    np.testing.assert_allclose(inputs.frames[1], make_proxy(D.load_input(D.list_images(ins)[1],
+                                                                         unprocess_seed=None), 64), atol=1e-6)
+
+
+def test_an_older_model_gets_the_rule_from_its_own_brightness_map_and_targets(tmp_path):
+    from exposure_engine.training.add_level import main
+
+    _, tgs = write_folders(tmp_path)
+    pol = Policy.random(0)
+    bmap = BrightnessAnchor.from_values([-6.0, -3.0], [-3.0, -1.5])
+    pol.save(tmp_path / "old", extra_config={"training": {"brightness_anchor": bmap.to_dict()}})
+    assert main([str(tmp_path / "old"), str(tgs), "--out", str(tmp_path / "new")]) == 0
+    frames = np.stack([D.frame_proxy(D.load_target(f), "target") for f in D.list_images(tgs)])
+    new = Policy.load(tmp_path / "new").level_rule
+    assert new.white_level == pytest.approx(float(np.median(log2_white(frames))), abs=1e-4)
+    np.testing.assert_allclose(new.brightness_map.target_levels, bmap.target_levels, atol=1e-4)
+    assert Policy.load(tmp_path / "old").level_rule is None  # --out leaves the original alone
+    # a model trained without the anchor has no map to reuse: a clear error, nothing written
+    Policy.random(0).save(tmp_path / "plain")
+    assert main([str(tmp_path / "plain"), str(tgs)]) == 2
+    assert Policy.load(tmp_path / "plain").level_rule is None
+
+
+def test_runs_are_compared_on_the_same_validation_draws_with_and_without_their_rule(tmp_path):
+    from exposure_engine.training.loop import validation_psnr
+    from exposure_engine.training.select import main, score
+    from test_training import _finished_photos
+
+    files = _finished_photos(tmp_path / "ph", 3)
+    split = {"training": {"split": {"train_inputs": [f.name for f in files]}}}
+    Policy.random(5).save(tmp_path / "a", extra_config=split)
+    ruled = _ruled_policy()
+    ruled.save(tmp_path / "b", extra_config=split)
+    res = score([tmp_path / "a", tmp_path / "b"], tmp_path / "ph", draws=2)
+    a, b = res["models"]
+    pairs = [D.validation_pairs(files, seed=s) for s in range(2)]
+    assert b["per_draw"] == pytest.approx([validation_psnr(Policy.load(tmp_path / "b"), p) for p in pairs], abs=1e-3)
+    assert not a["level_rule"] and a["val_psnr"] == a["val_psnr_without_rule"]
+    # the rule-less score of b is a's: the same weights, the same draws
+    assert b["level_rule"] and b["val_psnr_without_rule"] == pytest.approx(a["val_psnr"], abs=1e-3)
+    assert res["ranking"][0] == max(res["models"], key=lambda r: r["val_psnr"])["model"]
+    Policy.random(6).save(tmp_path / "other", extra_config={"training": {"split": {"train_inputs": ["x.jpg"]}}})
+    assert main([str(tmp_path / "a"), str(tmp_path / "other"), str(tmp_path / "ph")]) == 2  # different splits
+
+
+def test_the_daemon_serves_the_retuned_program_over_its_socket():
+    from daemon_support import SMALL_ARCH, make_image, running_server, sequences_close
+
+    from exposure_engine.daemon.client import Client, predict_proxy
+
+    small = Policy.random(5, **SMALL_ARCH)
+    ruled = Policy(small.actor, name="ruled", config={**small.config, "level": _rule().to_dict()})
+    img = make_image(300, 400)
+    with running_server(policies={"default": ruled}) as server, Client(server.endpoint, timeout=20, retries=0) as c:
+        [remote] = c.predict(img)
+    [local] = ruled.predict(predict_proxy(img)[0])
+    assert sequences_close(remote.sequence, local.sequence)
+    assert sum("level_ev" in s.meta for s in remote.sequence.steps) == 1
+    assert remote.probabilities.shape == (len(remote.sequence.steps), F.N_FILTERS)
