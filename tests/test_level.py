@@ -161,16 +161,27 @@ def test_the_rule_is_saved_with_the_model_and_a_broken_one_is_a_model_error(tmp_
         Policy.load(tmp_path / "m")
 
 
-def test_training_with_the_rule_saves_the_targets_white_level_and_validates_with_it(tmp_path):
+def test_training_with_the_rule_saves_it_and_validates_the_policys_own_programs(tmp_path):
+    from exposure_engine.training.loop import validation_psnr
+    from test_training import _finished_photos
+
     ins, tgs = write_folders(tmp_path)
     recipe = recipes.get("cpu-fast", **TINY, brightness_anchor=0.5, level_rule=True)
     cfg = TrainConfig(inputs=D.list_images(ins), targets=D.list_images(tgs), out=tmp_path / "m", recipe=recipe,
-                      iterations=4, seed=0, checkpoint_every=0, progress=False)
+                      iterations=3, seed=0, checkpoint_every=0, progress=False, snapshots=True,
+                      validation=D.validation_pairs(_finished_photos(tmp_path / "ph", 3), seed=0))
     train(cfg)
     targets = D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["level"]
     assert saved["white_level"] == pytest.approx(float(np.median(log2_white(targets.frames))), abs=1e-4)
-    assert Policy.load(tmp_path / "m").level_rule is not None
+    # the saved model, its last weights and its snapshots carry the rule: what is evaluated is what users get
+    for folder in ("m", "m/last", "m/snapshots/000003"):
+        assert Policy.load(tmp_path / folder).level_rule is not None
+    # validation scored the policy's own programs (the rule would favour an untrained policy)
+    monitor = json.loads((tmp_path / "m" / "history.json").read_text())["monitor"][-1]
+    last = Policy.load(tmp_path / "m" / "last")
+    last.level_rule = None
+    assert monitor["val_psnr"] == pytest.approx(validation_psnr(last, cfg.validation), abs=1e-3)
     with pytest.raises(ValueError, match="level_rule must be true or false"):
         recipes.get("cpu-fast", level_rule=1)
 

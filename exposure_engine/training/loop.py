@@ -402,7 +402,7 @@ def train(cfg: TrainConfig) -> dict:
                              betas=betas)
     anchor_of = (A.BrightnessAnchor.fit(inputs.crops, targets.crops, recipe.anchor_white_point)
                  if recipe.brightness_anchor else None)
-    level_cfg = {}  # config.json's "level": the rule every policy saved or validated here applies (agent/level.py)
+    level_cfg = {}  # config.json's "level": the rule every policy saved here applies (agent/level.py)
     if recipe.level_rule:
         bmap = (anchor_of if anchor_of is not None and anchor_of.white_level is None
                 else A.BrightnessAnchor.fit(inputs.crops, targets.crops))
@@ -489,7 +489,9 @@ def train(cfg: TrainConfig) -> dict:
         from .report import proxy_histogram_intersection
 
         watched = _cpu_copy(actor if ema is None else ema)  # the weights that will be saved
-        pol = Policy(watched, name="monitor", config=level_cfg)
+        # The policy's own programs, without the level rule: with it, validation chose iteration 100 of 6,000
+        # (an all but untrained policy whose brightness the rule sets; docs/training.md, "The level rule").
+        pol = Policy(watched, name="monitor")
         preds = pol.predict_batch(mon_in, seeds=list(range(len(mon_in))))
         outs = np.stack([np.clip(p.proxies[-1], 0, 1) for p in preds])
         row = {"iteration": iteration, **proxy_histogram_intersection(outs, mon_tg)}
@@ -502,7 +504,7 @@ def train(cfg: TrainConfig) -> dict:
             pol.name = f"{cfg.name or out.name}@{iteration}"
             pol.save(out / "snapshots" / f"{iteration:06d}", extra_config={"training": {"iteration": iteration,
                                                                                       **cfg.extra},
-                                                                          "metrics": {"monitor": row}})
+                                                                          "metrics": {"monitor": row}, **level_cfg})
         actor.train()  # Policy() switched it to eval; training relies on nn.Dropout being active
         monitor.append(row)
 

@@ -79,7 +79,7 @@ class Recipe:
     anchor_white_point: bool = False
     # True = the saved model carries a level rule (agent/level.py; not in the paper): every prediction's exposure is
     # retuned so that the output's level meets the mean of the brightness map's reading and the targets' white
-    # level. Validation (the choice of weights) sees the retuned programs, as users will.
+    # level. Validation (the choice of weights) and the monitor still score the policy's own programs.
     level_rule: bool = False
 
     def __post_init__(self):
