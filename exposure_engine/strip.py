@@ -74,6 +74,8 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
     if title:
         fig.suptitle(title, fontsize=10, y=0.98)
 
+    first_bars = next((c for c, st in enumerate(steps, 1) if "probabilities" in st.meta or "level_ev" not in st.meta),
+                      0)
     for c in range(cols):
         img_ax = fig.add_subplot(gs[0, c])
         img_ax.imshow(_display(prediction.proxies[c]), interpolation="nearest")
@@ -91,7 +93,8 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
         step = steps[c - 1]
         f = step.definition
         packed = step.packed()
-        img_ax.set_title(f"{c}. {f.title}", fontsize=10, weight="bold")
+        added = "level_ev" in step.meta and "probabilities" not in step.meta  # put in front by the level rule
+        img_ax.set_title(f"{c}. {f.title}" + (" (level)" if added else ""), fontsize=10, weight="bold")
         for spine in img_ax.spines.values():
             spine.set_edgecolor(CHOSEN)
             spine.set_linewidth(1.5)
@@ -109,8 +112,13 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
                      family="DejaVu Sans Mono")
 
         bar_ax = fig.add_subplot(gs[2, c])
+        if added:  # no policy decision to show
+            bar_ax.axis("off")
+            bar_ax.text(0.02, 0.95, f"put in front by the\nmodel's level rule\n({step.meta['level_ev']:+.2f} EV), not\n"
+                        "chosen by the policy", ha="left", va="top", fontsize=8, color="#444444")
+            continue
         p = probs[c - 1]
-        used = {s.definition.index for s in steps[: c - 1]}
+        used = {s.definition.index for s in steps[: c - 1] if "probabilities" in s.meta or "level_ev" not in s.meta}
         colours = [CHOSEN if g.index == f.index else USED if g.index in used else OTHER for g in F.FILTERS]
         bar_ax.bar(range(F.N_FILTERS), p, color=colours, width=0.8)
         bar_ax.set_ylim(0, top)
@@ -118,7 +126,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
         bar_ax.set_xticklabels([SHORT.get(g.name, g.name[:4]) for g in F.FILTERS], rotation=90, fontsize=7)
         bar_ax.tick_params(axis="y", labelsize=6, length=2)
         bar_ax.set_yticks([0, round(top / 2, 2), round(top, 2)])
-        if c > 1:
+        if c > first_bars:  # the scale once, on the first column with bars
             bar_ax.set_yticklabels([])
         bar_ax.text(f.index, min(p[f.index] + 0.04 * top, 0.9 * top), f"{p[f.index]:.2f}", ha="center", fontsize=6.5,
                     color=CHOSEN)

@@ -87,6 +87,26 @@ def test_filters_used_at_earlier_steps_are_drawn_light(tmp_path):
     assert per_column[3] == pytest.approx(2 * per_column[2], rel=0.15)
 
 
+def test_a_step_put_in_front_by_the_level_rule_shows_no_policy_decision(tmp_path):
+    pred = prediction(("exposure", "gamma", "contrast"))
+    first = pred.sequence.steps[0]
+    pred.sequence.steps[0] = Step(first.filter, {"ev": 0.4}, {"label": "Exposure +0.40 EV", "level_ev": 0.4})
+    pred.probabilities = np.full_like(pred.probabilities, 1 / F.N_FILTERS)
+    pred.probabilities[0] = 0.0  # as Policy.predict_batch gives it: the policy did not choose this step
+    img = _rgb(draw_strip(pred, tmp_path / "s.png"))
+    proxy_centres = [_columns_of(img, tuple(255 * v for v in c)).mean() for c in STATE_COLOURS]
+    edges = [(a + b) / 2 for a, b in zip(proxy_centres, proxy_centres[1:])]
+    owner = np.searchsorted(edges, np.arange(img.shape[1]))
+    orange = tuple(int(CHOSEN[i:i + 2], 16) for i in (1, 3, 5))
+    is_orange = np.abs(img - np.array(orange)).sum(-1) <= 3
+    bars = img.shape[0] * 2 // 3  # the bar row (the proxies' frames are orange too)
+    assert is_orange[bars:, owner == 1].sum() < 20 <= is_orange[bars:, owner == 2].sum()
+    # the level's Exposure is not "used earlier" by the policy: only gamma is light under step 3
+    light = tuple(int(USED[i:i + 2], 16) for i in (1, 3, 5))
+    is_light = np.abs(img - np.array(light)).sum(-1) <= 3
+    assert is_light[:, owner == 2].sum() < 100 < is_light[:, owner == 3].sum()
+
+
 def test_the_strip_grows_with_the_number_of_steps(tmp_path):
     short = Image.open(draw_strip(prediction(("gamma",)), tmp_path / "a.png"))
     long = Image.open(draw_strip(prediction(("gamma", "saturation", "tone_curve")), tmp_path / "b.png"))
