@@ -45,6 +45,11 @@ def _wrap_label(label: str, width: int = 26) -> str:
     return "\n".join(textwrap.fill(p, width) for p in parts)
 
 
+def _added_by_level_rule(step) -> bool:
+    """A step the model's level rule put in front (agent/level.py): the policy did not choose it."""
+    return "level_ev" in step.meta and "probabilities" not in step.meta
+
+
 def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None = None, dpi: int = 110) -> Path:
     """Write the step strip of ``prediction`` to ``path`` (PNG) and return the path.
 
@@ -74,8 +79,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
     if title:
         fig.suptitle(title, fontsize=10, y=0.98)
 
-    first_bars = next((c for c, st in enumerate(steps, 1) if "probabilities" in st.meta or "level_ev" not in st.meta),
-                      0)
+    first_bars = next((c for c, st in enumerate(steps, 1) if not _added_by_level_rule(st)), 0)
     for c in range(cols):
         img_ax = fig.add_subplot(gs[0, c])
         img_ax.imshow(_display(prediction.proxies[c]), interpolation="nearest")
@@ -93,7 +97,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
         step = steps[c - 1]
         f = step.definition
         packed = step.packed()
-        added = "level_ev" in step.meta and "probabilities" not in step.meta  # put in front by the level rule
+        added = _added_by_level_rule(step)
         img_ax.set_title(f"{c}. {f.title}" + (" (level)" if added else ""), fontsize=10, weight="bold")
         for spine in img_ax.spines.values():
             spine.set_edgecolor(CHOSEN)
@@ -118,7 +122,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
                         "chosen by the policy", ha="left", va="top", fontsize=8, color="#444444")
             continue
         p = probs[c - 1]
-        used = {s.definition.index for s in steps[: c - 1] if "probabilities" in s.meta or "level_ev" not in s.meta}
+        used = {s.definition.index for s in steps[: c - 1] if not _added_by_level_rule(s)}
         colours = [CHOSEN if g.index == f.index else USED if g.index in used else OTHER for g in F.FILTERS]
         bar_ax.bar(range(F.N_FILTERS), p, color=colours, width=0.8)
         bar_ax.set_ylim(0, top)
