@@ -443,6 +443,11 @@ def test_shipped_default_model_loads_and_predicts_when_present():
     pol = Policy.load(folder)
     assert pol.name == "default"
     pred = pol.predict(linear_image(), seed=0)[0]
-    assert len(pred.sequence.steps) == 5
+    own = pol.predict(linear_image(), seed=0, level=False)[0]
+    assert len(own.sequence.steps) == pol.arch.n_steps == 5
+    # with its level rule (when it has one) at most one Exposure step more, the only step without probabilities
+    added = [s for s in pred.sequence.steps if "probabilities" not in s.meta]
+    assert len(pred.sequence.steps) - len(added) == 5 and len(added) <= (pol.level_rule is not None)
+    assert all(s.filter == "exposure" and "level_ev" in s.meta for s in added)
     # a trained model brightens a dark linear input into display range
     assert 0.15 < float(np.clip(pred.proxies[-1], 0, 1).mean()) < 0.85
