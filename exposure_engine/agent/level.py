@@ -30,6 +30,7 @@ import numpy as np
 from .. import filters as F
 from ..renderer import prepared_constants, programs_batch
 from ..training.anchor import WHITE_QUANTILE, BrightnessAnchor
+from ..training.unprocess import srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float32)
 _EXPOSURE = F.get("exposure")  # the registry's entry (F.EXPOSURE itself has no index)
@@ -38,12 +39,6 @@ SEARCH_EV = 3.0  # the gain is searched within +-3 stops
 TOLERANCE = 0.001  # stops: the level met to this (a stop's thousandth: no visible difference)
 MAX_ROUNDS = 30  # secant/bisection rounds at most (bisection alone: 6 stops to 1e-4 in 16)
 MIN_OFFSET_EV = 0.005  # smaller gains are left out (no step added for nothing)
-
-
-def _decode(display: np.ndarray) -> np.ndarray:
-    """Display-encoded sRGB -> linear, clipped to [0, 1] first (the renderer's output is)."""
-    y = np.clip(display, 0.0, 1.0)
-    return np.where(y <= 0.04045, y / 12.92, ((y + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def log2_brightness(linear: np.ndarray) -> np.ndarray:
@@ -67,7 +62,7 @@ def log2_white(linear: np.ndarray) -> np.ndarray:
 
 def display_level(display: np.ndarray) -> np.ndarray:
     """``(N, h, w, 3)`` display-encoded sRGB -> ``(N,)`` level: mean of log2 brightness and log2 white level."""
-    lin = _decode(display)
+    lin = srgb_to_linear(display)  # clipped to [0, 1] first, as the renderer's output is
     return 0.5 * (log2_brightness(lin) + log2_white(lin))
 
 
@@ -84,10 +79,12 @@ class LevelRule:
 
     @classmethod
     def fit(cls, brightness_map: BrightnessAnchor, target_frames: np.ndarray) -> "LevelRule":
-        """target_frames: ``(M, 64, 64, 3)`` linear whole-frame proxies of the target photos."""
+        """brightness_map: the anchor's quantile map (a white-point anchor's own white level is left out: the
+        rule's is read here); target_frames: ``(M, 64, 64, 3)`` linear whole-frame proxies of the target photos."""
         if len(target_frames) < 1:
             raise ValueError("the level rule needs at least one target photo")
-        return cls(brightness_map, float(np.median(log2_white(np.asarray(target_frames, np.float32)))))
+        bmap = BrightnessAnchor(brightness_map.input_levels, brightness_map.target_levels)
+        return cls(bmap, float(np.median(log2_white(np.asarray(target_frames, np.float32)))))
 
     def to_dict(self) -> dict:
         return {"brightness_map": self.brightness_map.to_dict(), "white_level": round(self.white_level, 5)}

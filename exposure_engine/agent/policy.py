@@ -309,12 +309,12 @@ class Policy:
         if level and self.level_rule is not None:
             offsets = self.level_rule.offsets(states[0], choices, params)
             offsets[np.abs(offsets) < MIN_OFFSET_EV] = 0.0
-            if offsets.any():  # the states of the retuned programs: the same steps on the gained inputs
-                gained = states[0] * np.exp2(offsets).astype(np.float32)[:, None, None, None]
-                for t in range(steps):
-                    states[t + 1] = gained
-                    step_batch(states[t + 1], choices[t], params[t])
-                    gained = states[t + 1]
+        lead = states[0]  # the inputs with the level rule's gain (Exposure's float32 2^d)
+        if offsets.any():  # the states of the retuned programs: the same steps on the gained inputs
+            lead = states[0] * np.exp2(offsets.astype(np.float32))[:, None, None, None]
+            for t in range(steps):
+                states[t + 1] = lead if t == 0 else states[t]
+                step_batch(states[t + 1], choices[t], params[t])
         out = []
         probs_np = np.stack(probs_all, 1).astype(np.float32)  # (n, steps, 8)
         shown = probs_np.astype(np.float64).round(6).tolist()  # the step meta's rounded probabilities
@@ -333,7 +333,7 @@ class Policy:
                 seq_steps, added = with_gain(seq_steps, offsets[i])
                 if added:  # a step the policy did not choose: no probabilities; its state is the gained input
                     pr = np.concatenate([np.zeros((1, F.N_FILTERS), np.float32), pr])
-                    proxies.insert(1, states[0, i] * np.exp2(np.float32(offsets[i])))
+                    proxies.insert(1, lead[i])
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
             seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})

@@ -32,7 +32,6 @@ def fit_for_model(config: dict, photos: Path) -> dict:
         raise ValueError("the model's config has no training.brightness_anchor (it was trained without the "
                          "brightness anchor): train it with the recipe option \"level_rule\": true instead")
     bmap = BrightnessAnchor.from_dict(training["brightness_anchor"])
-    bmap = BrightnessAnchor(bmap.input_levels, bmap.target_levels)  # the map alone, without a white-point anchor's
     names = training.get("split", {}).get("targets")
     files = [photos / n for n in names] if names else D.list_images(photos, kinds=("photo", "tiff"))
     if not files:
