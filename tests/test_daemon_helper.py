@@ -137,3 +137,21 @@ def test_a_style_the_helper_cannot_load_falls_back_and_the_pipe_stays_in_step(mo
         assert helper.failures == 2 and helper.rows == 0 and helper.alive()
         same_rows(server._predict_rows(good, batch, seeds, dropout), good, batch, seeds, dropout)
         assert helper.rows == 2  # the next reply read was this batch's own
+
+
+def test_two_styles_with_the_same_weights_and_different_level_rules_are_told_apart(monkeypatch):
+    # the helper caches styles by Policy.identity: keyed by the weights alone, the second style would be predicted
+    # with the first one's level rule (a model given a rule by training.add_level keeps its weights)
+    from exposure_engine.agent.level import LevelRule
+    from exposure_engine.agent.policy import Policy
+    from exposure_engine.training.anchor import BrightnessAnchor
+
+    plain = small_policy(2)
+    rule = LevelRule(BrightnessAnchor.from_values([-6.0, -3.0], [-3.0, -1.5]), -0.5)
+    ruled = Policy(plain.actor, name="ruled", config={**plain.config, "level": rule.to_dict()})
+    assert ruled.content_hash == plain.content_hash and ruled.identity != plain.identity
+    with ready_helper_daemon(plain, monkeypatch) as (server, helper):
+        batch, seeds, dropout = proxies(4), [1, 2, 3, 4], [False] * 4
+        for pol in (plain, ruled, plain):
+            same_rows(server._predict_rows(pol, batch, seeds, dropout), pol, batch, seeds, dropout)
+        assert helper.rows == 6  # every call's second half came from the helper

@@ -98,6 +98,15 @@ class Policy:
         # config.json's "level": the exposure retune every prediction gets (agent/level.py); None: none
         self.level_rule = LevelRule.from_dict(self.config["level"]) if self.config.get("level") else None
 
+    @property
+    def identity(self) -> str:
+        """What decides this policy's predictions: the weights' sha256, and its level rule's when it has one (two
+        models with the same weights and different rules, e.g. after ``training.add_level``, predict differently)."""
+        if self.level_rule is None:
+            return self.content_hash
+        rule = json.dumps(self.level_rule.to_dict(), sort_keys=True).encode()
+        return f"{self.content_hash}+level-{hashlib.sha256(rule).hexdigest()[:16]}"
+
     # --- construction -----------------------------------------------------------------------------------------
     @classmethod
     def random(cls, seed: int = 0, **arch) -> "Policy":

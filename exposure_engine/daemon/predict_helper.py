@@ -61,10 +61,10 @@ def _helper_main(conn, torch_threads: int) -> None:
             return
         if msg[0] == "load":  # no reply: a style that fails to load makes its predict fail (one error reply)
             try:
-                _, key, name, config, state = msg
+                _, key, name, content_hash, config, state = msg
                 actor = Actor(Arch.from_dict(config.get("arch", {})))
                 actor.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-                policies[key] = Policy(actor, name=name, config=config, content_hash=key)
+                policies[key] = Policy(actor, name=name, config=config, content_hash=content_hash)
             except Exception as e:
                 print(f"exposure-engine predict helper: cannot load a style: {type(e).__name__}: {e}", file=sys.stderr)
             continue
@@ -134,7 +134,8 @@ class PredictHelper:
             return self._ready
 
     def submit(self, key: str, policy, proxies: np.ndarray, seeds: Sequence[int], dropout: Sequence[bool]) -> bool:
-        """Send rows to predict; False if the helper cannot take them (then nothing was sent)."""
+        """Send rows to predict (key: the policy's :attr:`~exposure_engine.agent.policy.Policy.identity`); False if the
+        helper cannot take them (then nothing was sent)."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -144,7 +145,8 @@ class PredictHelper:
             if key not in self._known:
                 # numpy arrays: torch tensors would be pickled as shared-memory handles for multiprocessing children
                 state = {k: v.detach().cpu().numpy() for k, v in policy.actor.state_dict().items()}
-                self._conn.send(("load", key, policy.name, {**policy.config, "arch": policy.arch.to_dict()}, state))
+                self._conn.send(("load", key, policy.name, policy.content_hash,
+                                 {**policy.config, "arch": policy.arch.to_dict()}, state))
                 self._known.add(key)
             self._conn.send(("predict", key, np.ascontiguousarray(proxies, np.float32), list(seeds), list(dropout)))
             return True

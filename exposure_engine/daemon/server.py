@@ -596,7 +596,7 @@ class Server:
         (in parallel with this thread's half) when it can, else this thread predicts all of them."""
         n, helper = len(proxies), self._helper
         k = n // 2 if helper is not None and n >= 2 and policy.device.type == "cpu" else 0
-        sent = k > 0 and helper.submit(policy.content_hash, policy, proxies[n - k:], seeds[n - k:], dropout[n - k:])
+        sent = k > 0 and helper.submit(policy.identity, policy, proxies[n - k:], seeds[n - k:], dropout[n - k:])
         m = n - k if sent else n
         theirs = None
         try:
