@@ -46,8 +46,9 @@ def _wrap_label(label: str, width: int = 26) -> str:
 
 
 def _added_by_level_rule(step) -> bool:
-    """A step the model's level rule put in front (agent/level.py): the policy did not choose it."""
-    return "level_ev" in step.meta and "probabilities" not in step.meta
+    """A step the model's level rule added (agent/level.py: an Exposure in front, a Contrast at the end): the policy
+    did not choose it."""
+    return ("level_ev" in step.meta or "level_contrast" in step.meta) and "probabilities" not in step.meta
 
 
 def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None = None, dpi: int = 110) -> Path:
@@ -118,8 +119,11 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
         bar_ax = fig.add_subplot(gs[2, c])
         if added:  # no policy decision to show
             bar_ax.axis("off")
-            bar_ax.text(0.02, 0.95, f"put in front by the\nmodel's level rule\n({step.meta['level_ev']:+.2f} EV), not\n"
-                        "chosen by the policy", ha="left", va="top", fontsize=8, color="#444444")
+            m = step.meta
+            why = (f"put in front by the\nmodel's level rule\n({m['level_ev']:+.2f} EV)" if "level_ev" in m
+                   else f"added by the model's\nlevel rule (contrast\n{m['level_contrast']:.2f} stops)")
+            bar_ax.text(0.02, 0.95, why + ", not\nchosen by the policy", ha="left", va="top", fontsize=8,
+                        color="#444444")
             continue
         p = probs[c - 1]
         used = {s.definition.index for s in steps[: c - 1] if not _added_by_level_rule(s)}

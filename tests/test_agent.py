@@ -445,9 +445,13 @@ def test_shipped_default_model_loads_and_predicts_when_present():
     pred = pol.predict(linear_image(), seed=0)[0]
     own = pol.predict(linear_image(), seed=0, level=False)[0]
     assert len(own.sequence.steps) == pol.arch.n_steps == 5
-    # with its level rule (when it has one) at most one Exposure step more, the only step without probabilities
-    added = [s for s in pred.sequence.steps if "probabilities" not in s.meta]
-    assert len(pred.sequence.steps) - len(added) == 5 and len(added) <= (pol.level_rule is not None)
-    assert all(s.filter == "exposure" and "level_ev" in s.meta for s in added)
+    # with its level rule (when it has one) at most an Exposure step in front and a Contrast step at the end, the
+    # only steps without probabilities
+    steps = pred.sequence.steps
+    added = [i for i, s in enumerate(steps) if "probabilities" not in s.meta]
+    assert len(steps) - len(added) == 5 and len(added) <= 2 * (pol.level_rule is not None)
+    for i in added:
+        assert (i == 0 and steps[i].filter == "exposure" and "level_ev" in steps[i].meta) or \
+            (i == len(steps) - 1 and steps[i].filter == "contrast" and "level_contrast" in steps[i].meta)
     # a trained model brightens a dark linear input into display range
     assert 0.15 < float(np.clip(pred.proxies[-1], 0, 1).mean()) < 0.85

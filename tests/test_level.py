@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from exposure_engine import filters as F
-from exposure_engine.agent.level import LevelRule, display_level, log2_brightness, log2_white, with_gain
+from exposure_engine.agent.level import (LevelRule, display_level, log2_brightness, log2_contrast, log2_white,
+                                         with_gain)
 from exposure_engine.agent.policy import ModelError, Policy
 from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence, Step
@@ -17,6 +18,7 @@ from exposure_engine.training import data as D
 from exposure_engine.training import recipes
 from exposure_engine.training.anchor import BrightnessAnchor, linear_log2_brightness, linear_log2_white
 from exposure_engine.training.loop import TrainConfig, train
+from exposure_engine.training.unprocess import srgb_to_linear
 from test_training import TINY, write_folders  # pytest puts tests/ on sys.path (no __init__.py)
 
 
@@ -60,25 +62,63 @@ def test_the_rule_fits_the_targets_median_white_level_and_round_trips():
     assert rule.targets(x)[0] == pytest.approx(0.5 * (-2.25 - 2.0), abs=1e-4)
 
 
+def test_contrast_is_the_spread_of_log2_luminance_and_an_exposure_gain_leaves_it():
+    # half the pixels at luminance 0.5, half at 0.125: log2 values 2 stops apart (with the 1e-3 offset), std 1 stop
+    two = np.full((1, 8, 8, 3), 0.5, np.float32)
+    two[0, 4:] = 0.125
+    assert log2_contrast(two)[0] == pytest.approx(0.5 * (np.log2(0.501) - np.log2(0.126)), abs=1e-6)
+    x = _scenes(3)
+    np.testing.assert_allclose(log2_contrast(x * 0.5), log2_contrast(x), atol=0.03)  # the offset: "all but"
+
+
+def test_the_contrast_map_is_fitted_from_the_inputs_and_targets_frames_and_round_trips():
+    bmap = BrightnessAnchor.from_values([-6.0, -3.0], [-3.0, -1.5])
+    inputs, targets = _scenes(5, seed=3), _scenes(4, seed=4) ** 1.5
+    rule = LevelRule.fit(bmap, targets, inputs)
+    # the quantile map of the inputs' contrast to the targets': the flattest input gets the flattest target's
+    assert rule.contrast_map.of_log2(log2_contrast(inputs).min()) == pytest.approx(log2_contrast(targets).min())
+    assert rule.contrast_map.of_log2(log2_contrast(inputs).max()) == pytest.approx(log2_contrast(targets).max())
+    again = LevelRule.from_dict(json.loads(json.dumps(rule.to_dict())))
+    np.testing.assert_allclose(again.mapped_contrast(inputs), rule.mapped_contrast(inputs), atol=1e-4)
+    # without the inputs' frames (and in configs saved before the contrast map): no map, no Contrast step
+    plain = LevelRule.fit(bmap, targets)
+    assert plain.contrast_map is None and "contrast_map" not in plain.to_dict()
+    assert LevelRule.from_dict(plain.to_dict()).contrast_map is None
+
+
+_MAP = {"input_levels": [0, 1], "target_levels": [0, 1]}
+
+
 @pytest.mark.parametrize("bad", [{}, {"white_level": 0.0}, {"brightness_map": {"input_levels": [0, 1]},
                                                             "white_level": 0.0},
-                                 {"brightness_map": {"input_levels": [0, 1], "target_levels": [0, 1]},
-                                  "white_level": "nan"}])
+                                 {"brightness_map": _MAP, "white_level": "nan"},
+                                 {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": {"input_levels": [0]}},
+                                 {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": "flat"},
+                                 {"brightness_map": _MAP, "white_level": 0.0,
+                                  "contrast_map": {"input_levels": [0, 1], "target_levels": [0, "inf"]}}])
 def test_a_malformed_rule_is_refused_by_name(bad):
     with pytest.raises(ValueError, match="malformed level rule"):
         LevelRule.from_dict(bad)
 
 
-@pytest.mark.parametrize("program", [
+PROGRAMS = [  # a display encoding alone; a flattening curve program
     [Step("gamma", {"gamma": 1 / 2.2})],
     [Step("tone_curve", {"slopes": [2, 1, 1, 0.5, 0.5, 1, 1, 1]}), Step("saturation", {"amount": 0.4}),
      Step("gamma", {"gamma": 0.5})],
-])
+]
+
+
+def _batched(program: list, n: int) -> tuple[list, list]:
+    """The same program for ``n`` rows, in :meth:`LevelRule.offsets`'s per-step layout ``(ids, packed)``."""
+    return ([np.full(n, s.definition.index) for s in program],
+            [np.tile(np.asarray(s.packed(), np.float32), (n, 1)) for s in program])
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_the_found_gain_puts_every_output_at_its_level(program):
     rule, x = _rule(), _scenes(6, seed=1)
     seq = EditSequence(program)
-    ids = [np.full(len(x), s.definition.index) for s in program]
-    packed = [np.tile(np.asarray(s.packed(), np.float32), (len(x), 1)) for s in program]
+    ids, packed = _batched(program, len(x))
     d = rule.offsets(x, ids, packed)
     assert np.all(np.abs(d) < 2.9)  # solved, not stopped at the search bound
     for i in range(len(x)):
@@ -86,10 +126,15 @@ def test_the_found_gain_puts_every_output_at_its_level(program):
         assert display_level(out[None])[0] == pytest.approx(rule.targets(x[i:i + 1])[0], abs=0.002)
 
 
-def test_an_output_that_cannot_reach_its_level_gets_the_search_bound():
-    black = np.zeros((1, 16, 16, 3), np.float32)
-    assert _rule().offsets(black, [], [])[0] == \
-        pytest.approx(3.0, abs=1e-3)
+def test_an_output_that_cannot_reach_its_level_gets_the_closest_gain_and_a_black_frame_none():
+    far = np.full((1, 16, 16, 3), 2.0 ** -12, np.float32)  # 10 stops too dark for its level: +3, the bound
+    black = np.zeros((1, 16, 16, 3), np.float32)  # no gain changes it: none
+    assert _rule().offsets(far, [], [])[0] == pytest.approx(3.0, abs=1e-3)
+    assert _rule().offsets(black, [], [])[0] == 0.0
+    # a flat frame's contrast cannot be moved either: no Contrast step (not one at full strength for nothing)
+    grey = np.full((1, 16, 16, 3), 0.1, np.float32)
+    ids, packed = _batched([Step("gamma", {"gamma": 1 / 2.2})], 1)
+    assert _contrast_rule().retune(grey, ids, packed)[1][0] == 0.0
 
 
 def test_the_gain_is_folded_into_a_leading_exposure_else_a_new_exposure_step_goes_in_front():
@@ -109,9 +154,58 @@ def test_the_gain_is_folded_into_a_leading_exposure_else_a_new_exposure_step_goe
     assert ahead[0].params == {"ev": -0.4} and ahead[0].meta["level_ev"] == -0.4 and ahead[2:] == tail[1:]
 
 
-def _ruled_policy(seed: int = 5) -> Policy:  # seed 5 starts some programs of _scenes(8, 2) with an Exposure step
+def _contrast_rule() -> LevelRule:
+    # the map reads 0.82 of the inputs' contrast: 0.5 stops for the scenes' 0.61; the programs' own 0.61 (a gamma
+    # 1/2.2) and 0.42 (the curve program) make the contrasts asked for 0.55 and 0.46, both within a Contrast
+    # step's reach
+    return LevelRule(_rule().brightness_map, -0.5, BrightnessAnchor.from_values([0.0, 3.0], [0.0, 2.46]))
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_with_a_contrast_map_the_output_meets_its_contrast_and_then_its_level(program):
+    rule, x = _contrast_rule(), _scenes(6, seed=1)
+    seq = EditSequence(program)
+    ids, packed = _batched(program, len(x))
+    gains, amounts, contrasts = rule.retune(x, ids, packed)
+    assert np.all(np.abs(amounts) < 0.99)  # reached, not stopped at the amount's bound
+    levelled = rule.offsets(x, ids, packed)  # the policy's own program at its level: the second reading
+    for i in range(len(x)):
+        own = render(x[i], EditSequence(with_gain(seq.steps, levelled[i])[0]))[None]
+        mean = 0.5 * (rule.mapped_contrast(x[i:i + 1])[0] + log2_contrast(srgb_to_linear(own))[0])
+        assert contrasts[i] == pytest.approx(mean, abs=1e-4)
+        steps = with_gain(seq.steps, gains[i])[0] + [Step("contrast", {"amount": amounts[i]})]
+        out = render(x[i], EditSequence(steps))[None]
+        assert display_level(out)[0] == pytest.approx(rule.targets(x[i:i + 1])[0], abs=0.002)  # the level: exact
+        # the contrast: as found before the last level round (a gain in front of a curve moves it a little)
+        assert log2_contrast(srgb_to_linear(out))[0] == pytest.approx(contrasts[i], abs=0.03)
+    assert _rule().retune(x, ids, packed)[1:] == (None, None)  # no map: no Contrast step
+
+
+def _ruled_policy(seed: int = 5, rule: LevelRule | None = None) -> Policy:
+    # seed 5 starts some programs of _scenes(8, 2) with an Exposure step
     pol = Policy.random(seed)
-    return Policy(pol.actor, name="ruled", config={**pol.config, "level": _rule().to_dict()})
+    return Policy(pol.actor, name="ruled", config={**pol.config, "level": (rule or _rule()).to_dict()})
+
+
+def test_a_contrast_step_follows_the_policys_program_and_render_reproduces_the_output():
+    pol = _ruled_policy(rule=_contrast_rule())
+    x = _scenes(4, seed=2)
+    preds = pol.predict_batch(x, dropout=False)
+    own = pol.predict_batch(x, dropout=False, level=False)
+    ids = [np.array([F.get(p.sequence.steps[t].filter).index for p in own]) for t in range(5)]
+    packed = [np.stack([np.pad(np.asarray(p.sequence.steps[t].packed(), np.float32),
+                               (0, F.MAX_PACKED - len(p.sequence.steps[t].packed()))) for p in own]) for t in range(5)]
+    _, amounts, want = pol.level_rule.retune(x, ids, packed)
+    for i, r in enumerate(preds):
+        last = r.sequence.steps[-1]
+        assert last.filter == "contrast" and "probabilities" not in last.meta and not r.probabilities[-1].any()
+        assert last.params["amount"] == pytest.approx(amounts[i], abs=1e-5)
+        assert last.meta["level_contrast"] == pytest.approx(want[i], abs=1e-4)
+        n = len(r.sequence.steps)
+        assert r.probabilities.shape == (n, F.N_FILTERS) and len(r.proxies) == n + 1
+        np.testing.assert_allclose(render(r.proxies[0], r.sequence, clip=False), r.proxies[-1], atol=1e-4)
+    one = pol.predict(x[2])[0].sequence
+    assert one.labels() == preds[2].sequence.labels()
 
 
 def test_a_model_with_a_rule_retunes_every_prediction_and_its_states_stay_consistent():
@@ -174,6 +268,9 @@ def test_training_with_the_rule_saves_it_and_validates_the_policys_own_programs(
     targets = D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["level"]
     assert saved["white_level"] == pytest.approx(float(np.median(log2_white(targets.frames))), abs=1e-4)
+    inputs = D.build_crops(D.list_images(ins), "input", cache_dir=None, seed=0, progress=False)
+    fitted = LevelRule.fit(BrightnessAnchor.from_dict(saved["brightness_map"]), targets.frames, inputs.frames)
+    assert saved["contrast_map"] == fitted.to_dict()["contrast_map"]  # from the inputs' and targets' frames
     # the saved model, its last weights and its snapshots carry the rule: what is evaluated is what users get
     for folder in ("m", "m/last", "m/snapshots/000003"):
         assert Policy.load(tmp_path / folder).level_rule is not None
@@ -215,6 +312,21 @@ def test_an_older_model_gets_the_rule_from_its_own_brightness_map_and_targets(tm
     assert new.white_level == pytest.approx(float(np.median(log2_white(frames))), abs=1e-4)
     np.testing.assert_allclose(new.brightness_map.target_levels, bmap.target_levels, atol=1e-4)
     assert Policy.load(tmp_path / "old").level_rule is None  # --out leaves the original alone
+    assert new.contrast_map is None  # no record of its inputs: no contrast map
+    # a model trained on a split of photos made RAW-like: the contrast map from those inputs, drawn again as its
+    # training drew them (the run's seed and unprocessing ranges)
+    from exposure_engine.training.unprocess import UnprocessRanges
+    from test_training import _finished_photos
+
+    photos = _finished_photos(tmp_path / "ph", 4)
+    ranges = UnprocessRanges(ev=(-3.0, -0.5))
+    split = {"brightness_anchor": bmap.to_dict(), "unprocess": True, "seed": 3, "unprocess_ranges": ranges.to_dict(),
+             "split": {"train_inputs": [f.name for f in photos[:3]], "targets": [photos[3].name]}}
+    pol.save(tmp_path / "split", extra_config={"training": split})
+    assert main([str(tmp_path / "split"), str(tmp_path / "ph")]) == 0
+    frames = np.stack([D.frame_proxy(D.load_input(f, unprocess_seed=3, ranges=ranges), "input") for f in photos[:3]])
+    want = LevelRule.fit(bmap, np.stack([D.frame_proxy(D.load_target(photos[3]), "target")]), frames)
+    assert Policy.load(tmp_path / "split").level_rule.to_dict() == want.to_dict()
     # a model trained without the anchor has no map to reuse: a clear error, nothing written
     Policy.random(0).save(tmp_path / "plain")
     assert main([str(tmp_path / "plain"), str(tgs)]) == 2
@@ -226,8 +338,9 @@ def test_runs_are_compared_on_the_same_validation_draws_with_and_without_their_r
     from exposure_engine.training.select import main, score
     from test_training import _finished_photos
 
-    files = _finished_photos(tmp_path / "ph", 3)
-    split = {"training": {"split": {"train_inputs": [f.name for f in files]}}}
+    files = _finished_photos(tmp_path / "ph", 5)
+    files, others = files[:3], files[3:]
+    split = {"training": {"split": {"train_inputs": [f.name for f in files], "targets": [f.name for f in others]}}}
     Policy.random(5).save(tmp_path / "a", extra_config=split)
     ruled = _ruled_policy()
     ruled.save(tmp_path / "b", extra_config=split)
@@ -239,6 +352,10 @@ def test_runs_are_compared_on_the_same_validation_draws_with_and_without_their_r
     # the rule-less score of b is a's: the same weights, the same draws
     assert b["level_rule"] and b["val_psnr_without_rule"] == pytest.approx(a["val_psnr"], abs=1e-3)
     assert res["ranking"][0] == max(res["models"], key=lambda r: r["val_psnr"])["model"]
+    # the target half, made RAW-like the same way
+    on_targets = score([tmp_path / "b"], tmp_path / "ph", draws=1, which="targets")["models"][0]
+    want = validation_psnr(Policy.load(tmp_path / "b"), D.validation_pairs(others, seed=0))
+    assert on_targets["per_draw"] == pytest.approx([want], abs=1e-3)
     Policy.random(6).save(tmp_path / "other", extra_config={"training": {"split": {"train_inputs": ["x.jpg"]}}})
     assert main([str(tmp_path / "a"), str(tmp_path / "other"), str(tmp_path / "ph")]) == 2  # different splits
 

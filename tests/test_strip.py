@@ -107,6 +107,21 @@ def test_a_step_put_in_front_by_the_level_rule_shows_no_policy_decision(tmp_path
     assert is_light[:, owner == 2].sum() < 100 < is_light[:, owner == 3].sum()
 
 
+def test_a_contrast_step_appended_by_the_level_rule_shows_no_policy_decision(tmp_path):
+    pred = prediction(("gamma", "contrast"))
+    pred.sequence.steps[1] = Step("contrast", {"amount": 0.2}, {"label": "Contrast +0.20", "level_contrast": 1.1})
+    pred.probabilities = np.full_like(pred.probabilities, 1 / F.N_FILTERS)
+    pred.probabilities[1] = 0.0
+    img = _rgb(draw_strip(pred, tmp_path / "s.png"))
+    proxy_centres = [_columns_of(img, tuple(255 * v for v in c)).mean() for c in STATE_COLOURS[:3]]
+    edges = [(a + b) / 2 for a, b in zip(proxy_centres, proxy_centres[1:])]
+    owner = np.searchsorted(edges, np.arange(img.shape[1]))
+    orange = tuple(int(CHOSEN[i:i + 2], 16) for i in (1, 3, 5))
+    is_orange = np.abs(img - np.array(orange)).sum(-1) <= 3
+    bars = img.shape[0] * 2 // 3
+    assert is_orange[bars:, owner == 2].sum() < 20 <= is_orange[bars:, owner == 1].sum()
+
+
 def test_the_strip_grows_with_the_number_of_steps(tmp_path):
     short = Image.open(draw_strip(prediction(("gamma",)), tmp_path / "a.png"))
     long = Image.open(draw_strip(prediction(("gamma", "saturation", "tone_curve")), tmp_path / "b.png"))

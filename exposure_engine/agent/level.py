@@ -1,4 +1,5 @@
-"""The level rule: the program's exposure retuned so that the finished photo's level follows two unpaired readings.
+"""The level rule: the program's exposure (and, for models that have a contrast map, its contrast) retuned so that
+the finished photo's level follows two unpaired readings.
 
 Not in the paper. The policy's largest error on held-out photos is global brightness (docs/evaluation.md, "Where the
 paired error is"): nothing in the unpaired objective tells it how bright a given photo should end up. Two readings
@@ -14,7 +15,14 @@ of the two readings. :meth:`LevelRule.offsets` finds the one exposure gain in fr
 by a safeguarded secant search on the 64x64 proxy the policy decided on (the white level is read at that
 resolution on both sides: ``white_level`` is measured on the targets' 64x64 whole-frame proxies).
 :func:`with_gain` puts the gain into the program's first step when that is an Exposure step, else a new Exposure
-step goes in front, so the program stays a white-box sequence of ordinary edits. Measured: docs/training.md,
+step goes in front, so the program stays a white-box sequence of ordinary edits.
+
+The contrast part (since 2026-12-07, models fitted with their inputs' frames): the output's *contrast*, the
+standard deviation of its log2 luminance (:func:`log2_contrast`, stops), is set to the mean of two readings, the
+input's contrast mapped by the quantile map of the training inputs' contrast to the targets' (exposure leaves it
+all but unchanged, so the input's reading survives its unknown exposure) and the contrast of the policy's own
+program, by a Contrast step (the paper's filter) appended to the program; the level's gain is then found again
+with that step in place (:meth:`LevelRule.retune`). Measured: docs/training.md,
 "The level rule".
 
 Shapes: proxies ``(N, h, w, 3)`` float32 linear RGB; states after a program are display-encoded sRGB (unclipped;
@@ -34,11 +42,15 @@ from ..training.unprocess import srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float32)
 _EXPOSURE = F.get("exposure")  # the registry's entry (F.EXPOSURE itself has no index)
+_CONTRAST = F.get("contrast")
 _FLOOR = 1e-6  # luminance floor, as the anchor's: a black image has level log2(1e-6), not -inf
 SEARCH_EV = 3.0  # the gain is searched within +-3 stops
-TOLERANCE = 0.001  # stops: the level met to this (a stop's thousandth: no visible difference)
+TOLERANCE = 0.001  # stops: the level (and the contrast) met to this (a stop's thousandth: nothing visible)
 MAX_ROUNDS = 30  # secant/bisection rounds at most (bisection alone: 6 stops to 1e-4 in 16)
 MIN_OFFSET_EV = 0.005  # smaller gains are left out (no step added for nothing)
+CONTRAST_EPS = 1e-3  # log2_contrast's luminance offset: black pixels count as 10 stops under white, not -inf
+MIN_CONTRAST = 0.005  # smaller Contrast amounts are left out
+CONTRAST_ROUNDS = 2  # contrast, then level, twice: the second round corrects what the new gain moved (docs/training.md)
 
 
 def log2_brightness(linear: np.ndarray) -> np.ndarray:
@@ -60,6 +72,13 @@ def log2_white(linear: np.ndarray) -> np.ndarray:
     return np.log2(np.maximum(q, _FLOOR))
 
 
+def log2_contrast(linear: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` linear RGB -> ``(N,)`` contrast: the standard deviation of ``log2(luminance + 1e-3)`` in
+    stops (values clipped to [0, 1]): how far apart the image's tones are, all but unchanged by an exposure gain."""
+    lum = np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3).astype(np.float64) @ _LUM.astype(np.float64)
+    return np.log2(lum + CONTRAST_EPS).std(1)
+
+
 def display_level(display: np.ndarray) -> np.ndarray:
     """``(N, h, w, 3)`` display-encoded sRGB -> ``(N,)`` level: mean of log2 brightness and log2 white level."""
     lin = srgb_to_linear(display)  # clipped to [0, 1] first, as the renderer's output is
@@ -72,31 +91,47 @@ class LevelRule:
 
     brightness_map: the quantile map of input to target log2 brightness (fitted on the training crops).
     white_level: the targets' median log2 white level on their 64x64 whole-frame proxies.
-    Stored in a model's config.json as ``"level": {"brightness_map": {...}, "white_level": w}``."""
+    contrast_map: the quantile map of the inputs' :func:`log2_contrast` to the targets' (64x64 whole-frame proxies
+    both), or None: no contrast step (models saved before it existed).
+    Stored in a model's config.json as ``"level": {"brightness_map": {...}, "white_level": w[, "contrast_map":
+    {...}]}``."""
 
     brightness_map: BrightnessAnchor
     white_level: float
+    contrast_map: BrightnessAnchor | None = None
 
     @classmethod
-    def fit(cls, brightness_map: BrightnessAnchor, target_frames: np.ndarray) -> "LevelRule":
+    def fit(cls, brightness_map: BrightnessAnchor, target_frames: np.ndarray,
+            input_frames: np.ndarray | None = None) -> "LevelRule":
         """brightness_map: the anchor's quantile map (a white-point anchor's own white level is left out: the
-        rule's is read here); target_frames: ``(M, 64, 64, 3)`` linear whole-frame proxies of the target photos."""
+        rule's is read here); target_frames: ``(M, 64, 64, 3)`` linear whole-frame proxies of the target photos;
+        input_frames: the training inputs' (the contrast map needs them; without them the rule has none)."""
         if len(target_frames) < 1:
             raise ValueError("the level rule needs at least one target photo")
+        targets = np.asarray(target_frames, np.float32)
         bmap = BrightnessAnchor(brightness_map.input_levels, brightness_map.target_levels)
-        return cls(bmap, float(np.median(log2_white(np.asarray(target_frames, np.float32)))))
+        cmap = None
+        if input_frames is not None and len(input_frames):
+            cmap = BrightnessAnchor.from_values(log2_contrast(np.asarray(input_frames, np.float32)),
+                                                log2_contrast(targets))
+        return cls(bmap, float(np.median(log2_white(targets))), cmap)
 
     def to_dict(self) -> dict:
-        return {"brightness_map": self.brightness_map.to_dict(), "white_level": round(self.white_level, 5)}
+        d = {"brightness_map": self.brightness_map.to_dict(), "white_level": round(self.white_level, 5)}
+        return d if self.contrast_map is None else {**d, "contrast_map": self.contrast_map.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LevelRule":
         """From config.json's ``"level"``; ValueError (naming the problem) for a malformed one."""
         try:
-            rule = cls(BrightnessAnchor.from_dict(d["brightness_map"]), float(d["white_level"]))
-        except (KeyError, TypeError, ValueError) as e:
+            cmap = d.get("contrast_map")
+            rule = cls(BrightnessAnchor.from_dict(d["brightness_map"]), float(d["white_level"]),
+                       None if cmap is None else BrightnessAnchor.from_dict(cmap))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"malformed level rule ({type(e).__name__}: {e})") from None
-        if not np.isfinite(rule.white_level) or not np.isfinite(rule.brightness_map.target_levels).all():
+        maps = [rule.brightness_map] + ([] if rule.contrast_map is None else [rule.contrast_map])
+        if not np.isfinite(rule.white_level) or not all(np.isfinite(m.input_levels).all()
+                                                        and np.isfinite(m.target_levels).all() for m in maps):
             raise ValueError("malformed level rule (non-finite levels)")
         return rule
 
@@ -111,56 +146,124 @@ class LevelRule:
 
         proxies: ``(N, h, w, 3)`` float32 linear inputs; per step t, ``filter_ids[t]`` ``(N,)`` and ``packed[t]``
         ``(N, P)``: step t of each program (:func:`~exposure_engine.renderer.step_batch`'s layout). Returns ``(N,)``,
-        within +-:data:`SEARCH_EV`, the level met to :data:`TOLERANCE` stops (an input whose output cannot reach
-        its level, e.g. a black frame, gets the bound).
-
-        A safeguarded secant search: the output's level moves about one stop per stop of gain, so the first guess
-        is the level's shortfall at no gain, then secant steps, each replaced by the bracket's midpoint when it
-        would leave the bracket (bisection's guarantee for a monotone level, usually 3-4 renders instead of
-        bisection's 14). Rows not yet within tolerance are rendered together, one batched render per round."""
+        within +-:data:`SEARCH_EV`, the level met to :data:`TOLERANCE` stops (an output that cannot reach its level
+        gets the gain that comes closest: the bound, or 0 for a black frame, which no gain changes). The search:
+        :func:`_solve`, about one stop of level per stop of gain (usually 3-4 renders instead of bisection's 14)."""
         x0 = np.ascontiguousarray(proxies, np.float32)
-        n = len(x0)
+        return self._gains(x0, *_gained_program(filter_ids, packed, len(x0)))
+
+    def _gains(self, x0: np.ndarray, ids: np.ndarray, consts: np.ndarray, start: np.ndarray | None = None
+               ) -> np.ndarray:
+        """:meth:`offsets` of programs already in :func:`_gained_program`'s form (a round renders the rows still
+        searching in one pass, the gain going into the first step's constant, 2^d as Exposure's), the search
+        starting from ``start`` (default 0)."""
         want = self.targets(x0)
-        # Each row's program with an Exposure step in front, as kernel constants prepared once: a round renders the
-        # rows still searching in one pass, the gain going into the first step's constant (2^d, as Exposure's).
-        ids = np.stack([np.full(n, _EXPOSURE.index), *[np.asarray(i) for i in filter_ids]], 1).astype(np.int32)
-        consts = np.stack([np.zeros((n, F.MAX_KERNEL_CONSTS), np.float32),
-                           *[prepared_constants(i, p) for i, p in zip(filter_ids, packed)]], 1)
 
         def miss(rows: np.ndarray, gains: np.ndarray) -> np.ndarray:  # level - want of the gained programs' outputs
             c = consts[rows]
             c[:, 0, 0] = np.exp2(gains.astype(np.float32))
             return display_level(programs_batch(x0[rows], ids[rows], c)) - want[rows]
 
-        lo, hi = np.full(n, -SEARCH_EV), np.full(n, SEARCH_EV)
-        d_prev = np.zeros(n)
-        g_prev = miss(np.arange(n), d_prev)
-        lo[g_prev < 0], hi[g_prev >= 0] = 0.0, 0.0
-        d, best, best_g = np.clip(-g_prev, lo, hi), d_prev.copy(), np.abs(g_prev)
-        active = np.abs(g_prev) > TOLERANCE
-        for _ in range(MAX_ROUNDS):
-            rows = np.flatnonzero(active)
-            if rows.size == 0:
-                break
-            g = miss(rows, d[rows])
-            dr = d[rows]
-            lo[rows] = np.where(g < 0, dr, lo[rows])
-            hi[rows] = np.where(g < 0, hi[rows], dr)
-            better = np.abs(g) < best_g[rows]
-            best[rows[better]], best_g[rows[better]] = dr[better], np.abs(g[better])
-            slope = (g - g_prev[rows]) / np.where(dr != d_prev[rows], dr - d_prev[rows], np.nan)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                step = dr - g / slope
-            mid = 0.5 * (lo[rows] + hi[rows])
-            inside = np.isfinite(step) & (step > lo[rows]) & (step < hi[rows])
-            d_prev[rows], g_prev[rows] = dr, g
-            d[rows] = np.where(inside, step, mid)
-            active[rows] = (np.abs(g) > TOLERANCE) & (hi[rows] - lo[rows] > 1e-4)
-        # rows that never met the level: the bound their bracket closed on (black frames: +SEARCH_EV)
-        closed = best_g > TOLERANCE
-        best[closed] = np.where(np.abs(hi[closed] - lo[closed]) <= 1e-4, 0.5 * (lo[closed] + hi[closed]),
-                                best[closed])
-        return best
+        return _solve(miss, len(x0), SEARCH_EV, 1.0, start)
+
+    def mapped_contrast(self, proxies: np.ndarray) -> np.ndarray:
+        """``(N, h, w, 3)`` linear input proxies -> ``(N,)`` their contrast mapped by the contrast map (stops)."""
+        if self.contrast_map is None:
+            raise ValueError("this level rule has no contrast map")
+        return self.contrast_map.of_log2(log2_contrast(proxies))
+
+    def retune(self, proxies: np.ndarray, filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(gains, amounts, contrasts)``: the exposure gain in front of each program (stops, as :meth:`offsets`)
+        and, with a contrast map, the amount of a Contrast step after it (``(N,)`` in [-1, 1]) and the contrast it
+        gives the output (stops; both None without a map). Arguments as :meth:`offsets`.
+
+        The contrast asked for is the mean of two readings, as the level is: the input's contrast mapped by the
+        contrast map, and the contrast of the policy's own program at its level (what the critic taught it). The
+        amount is found on each program's final state (:func:`_solve`: contrast rises with it, about 0.3 stops per
+        unit); then the gain is found again with the Contrast step in place (a gain in front of a tone curve moves
+        the contrast a little, so the output's contrast ends within a few hundredths of a stop of the one asked)."""
+        x0 = np.ascontiguousarray(proxies, np.float32)
+        n = len(x0)
+        ids, consts = _gained_program(filter_ids, packed, n)
+        gains = self._gains(x0, ids, consts)
+        if self.contrast_map is None:
+            return gains, None, None
+        con_ids = np.full((n, 1), _CONTRAST.index, np.int32)
+        want = amounts = None
+        for _ in range(CONTRAST_ROUNDS):
+            c = consts.copy()
+            c[:, 0, 0] = np.exp2(gains.astype(np.float32))
+            final = programs_batch(x0.copy(), ids, c)  # unclipped: the Contrast step reads what the renderer gives
+            if want is None:
+                want = 0.5 * (self.mapped_contrast(x0) + log2_contrast(srgb_to_linear(final)))
+            # The Contrast filter is a lerp from its input to its amount-1 output (filters.py), so one render of
+            # the step at amount 1 gives the output of every amount.
+            delta = programs_batch(final.copy(), con_ids, _amount_consts(np.ones(n, np.float32))) - final
+
+            def miss(rows: np.ndarray, a: np.ndarray) -> np.ndarray:  # contrast - want after a Contrast step
+                out = final[rows] + a.astype(np.float32)[:, None, None, None] * delta[rows]
+                return log2_contrast(srgb_to_linear(out)) - want[rows]
+
+            amounts = _solve(miss, n, 1.0, 0.3).astype(np.float32)
+            amounts[np.abs(amounts) < MIN_CONTRAST] = 0.0
+            gains = self._gains(x0, np.concatenate([ids, con_ids], 1),
+                                np.concatenate([consts, _amount_consts(amounts)], 1), start=gains)
+        return gains, amounts, want
+
+
+def _solve(miss, n: int, bound: float, slope: float, start: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the x in [-bound, bound] where ``miss(rows, x)`` (increasing in x) is 0, to :data:`TOLERANCE`.
+
+    A safeguarded secant search from ``start`` (default 0; :meth:`LevelRule.retune` restarts the level's search from
+    the gain found before): the first guess corrects the miss there by the expected ``slope``, then secant steps,
+    each replaced by the bracket's midpoint when it would leave the bracket (bisection's guarantee for a monotone
+    miss). Rows not yet within tolerance are evaluated together, one ``miss`` call per round. A row whose miss never
+    reaches 0 gets the x with the smallest miss found: the bound it closed on when the miss shrinks toward it (a
+    frame too dark for +bound), the start when nothing moves it (a black frame's gain, a flat frame's contrast: no
+    step for nothing)."""
+    lo, hi = np.full(n, -bound), np.full(n, bound)
+    x_prev = np.zeros(n) if start is None else np.clip(np.asarray(start, np.float64), -bound, bound)
+    g_prev = miss(np.arange(n), x_prev)
+    lo, hi = np.where(g_prev < 0, x_prev, lo), np.where(g_prev >= 0, x_prev, hi)
+    x, best, best_g = np.clip(x_prev - g_prev / slope, lo, hi), x_prev.copy(), np.abs(g_prev)
+    active = np.abs(g_prev) > TOLERANCE
+    for _ in range(MAX_ROUNDS):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        xr = x[rows]
+        g = miss(rows, xr)
+        lo[rows] = np.where(g < 0, xr, lo[rows])
+        hi[rows] = np.where(g < 0, hi[rows], xr)
+        better = np.abs(g) < best_g[rows] - 1e-6  # a real gain, not rounding (a flat frame's contrast: ~1e-15)
+        best[rows[better]], best_g[rows[better]] = xr[better], np.abs(g[better])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            secant = (g - g_prev[rows]) / np.where(xr != x_prev[rows], xr - x_prev[rows], np.nan)
+            step = xr - g / secant
+        mid = 0.5 * (lo[rows] + hi[rows])
+        inside = np.isfinite(step) & (step > lo[rows]) & (step < hi[rows])
+        x_prev[rows], g_prev[rows] = xr, g
+        x[rows] = np.where(inside, step, mid)
+        active[rows] = (np.abs(g) > TOLERANCE) & (hi[rows] - lo[rows] > 1e-4)
+    return best
+
+
+def _gained_program(filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray], n: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (N, 1 + T), consts (N, 1 + T, K))`` of each row's program with an Exposure step in front (its constant
+    0: set ``consts[:, 0, 0] = 2^gain``), for :func:`~exposure_engine.renderer.programs_batch`."""
+    ids = np.stack([np.full(n, _EXPOSURE.index), *[np.asarray(i) for i in filter_ids]], 1).astype(np.int32)
+    consts = np.stack([np.zeros((n, F.MAX_KERNEL_CONSTS), np.float32),
+                       *[prepared_constants(i, p) for i, p in zip(filter_ids, packed)]], 1)
+    return ids, consts
+
+
+def _amount_consts(amounts: np.ndarray) -> np.ndarray:
+    """``(N, 1, K)`` kernel constants of one Contrast step per row (its packed value is its constant)."""
+    c = np.zeros((len(amounts), 1, F.MAX_KERNEL_CONSTS), np.float32)
+    c[:, 0, 0] = amounts
+    return c
 
 
 def with_gain(steps: list, offset_ev: float) -> tuple[list, bool]:
@@ -180,4 +283,15 @@ def with_gain(steps: list, offset_ev: float) -> tuple[list, bool]:
             *steps], True
 
 
-__all__ = ["LevelRule", "display_level", "log2_brightness", "log2_white", "with_gain"]
+def with_contrast(steps: list, amount: float, target: float) -> list:
+    """A program's steps with the rule's Contrast step of ``amount`` appended (its meta records the contrast it
+    meets, ``level_contrast``, stops)."""
+    from ..sequence import Step
+
+    v = [float(amount)]
+    return [*steps, Step(_CONTRAST.name, _CONTRAST.to_json(v), {"label": _CONTRAST.label(v),
+                                                                 "level_contrast": round(float(target), 4)})]
+
+
+__all__ = ["LevelRule", "display_level", "log2_brightness", "log2_contrast", "log2_white", "with_contrast",
+           "with_gain"]

@@ -34,7 +34,7 @@ from ..imageio.proxy import STATE_SIZE, resize_proxy  # noqa: F401  (defined bes
 from ..sequence import EditSequence, Step
 from ..renderer import step_batch
 from .fused import FusedTrunks, pooled_input
-from .level import MIN_OFFSET_EV, LevelRule, with_gain
+from .level import MIN_OFFSET_EV, LevelRule, with_contrast, with_gain
 from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_values
 
 MODEL_FORMAT = "exposure-engine-model"
@@ -314,16 +314,23 @@ class Policy:
             choices.append(choice_np)
             params.append(p_np)
 
-        offsets = np.zeros(n)
+        offsets, amounts, wanted = np.zeros(n), np.zeros(n, np.float32), None
         if level and self.level_rule is not None:
-            offsets = self.level_rule.offsets(states[0], choices, params)
+            offsets, found, wanted = self.level_rule.retune(states[0], choices, params)
             offsets[np.abs(offsets) < MIN_OFFSET_EV] = 0.0
+            amounts = amounts if found is None else found
         lead = states[0]  # the inputs with the level rule's gain (Exposure's float32 2^d)
         if offsets.any():  # the states of the retuned programs: the same steps on the gained inputs
             lead = states[0] * np.exp2(offsets.astype(np.float32))[:, None, None, None]
             for t in range(steps):
                 states[t + 1] = lead if t == 0 else states[t]
                 step_batch(states[t + 1], choices[t], params[t])
+        finished = None  # the states after the level rule's Contrast step (rows with one)
+        if amounts.any():
+            finished = states[steps].copy()
+            con = np.zeros((n, params[0].shape[1]), np.float32)
+            con[:, 0] = amounts
+            step_batch(finished, np.full(n, F.get("contrast").index), con)
         out = []
         probs_np = np.stack(probs_all, 1).astype(np.float32)  # (n, steps, 8)
         shown = probs_np.astype(np.float64).round(6).tolist()  # the step meta's rounded probabilities
@@ -343,6 +350,10 @@ class Policy:
                 if added:  # a step the policy did not choose: no probabilities; its state is the gained input
                     pr = np.concatenate([np.zeros((1, F.N_FILTERS), np.float32), pr])
                     proxies.insert(1, lead[i])
+            if amounts[i]:  # the rule's Contrast step, after the policy's: no probabilities either
+                seq_steps = with_contrast(seq_steps, float(amounts[i]), float(wanted[i]))
+                pr = np.concatenate([pr, np.zeros((1, F.N_FILTERS), np.float32)])
+                proxies.append(finished[i])
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
             seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})

@@ -7,8 +7,10 @@ New runs get one from the recipe (``"level_rule": true``); this fits the same ru
 The brightness map is the one the model's training fitted (config.json ``training.brightness_anchor``; a model
 trained without the brightness anchor cannot get one here: train it with ``level_rule`` instead). The white level
 is read from the model's target photos: ``training.split.targets`` inside PHOTOS when the model was trained on a
-split, else every image in PHOTOS. The rule is written into config.json (into a copy of the folder with ``--out``);
-the weights are not touched.
+split, else every image in PHOTOS. The contrast map needs the model's training inputs: ``training.split.train_inputs``
+inside PHOTOS made RAW-like again as its training made them (the run's seed and ``training.unprocess_ranges``); a
+model trained on other inputs gets a rule without one. The rule is written into config.json (into a copy of the
+folder with ``--out``); the weights are not touched.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def fit_for_model(config: dict, photos: Path) -> dict:
     from ..agent.level import LevelRule
     from . import data as D
     from .anchor import BrightnessAnchor
+    from .unprocess import UnprocessRanges
 
     training = config.get("training", {})
     if not training.get("brightness_anchor"):
@@ -37,7 +40,14 @@ def fit_for_model(config: dict, photos: Path) -> dict:
     if not files:
         raise ValueError(f"{photos}: no target photos")
     frames = np.stack([D.frame_proxy(D.load_target(f), "target") for f in files])
-    return LevelRule.fit(bmap, frames).to_dict()
+    inputs = None
+    names = training.get("split", {}).get("train_inputs")
+    if training.get("unprocess") and names:
+        ranges = UnprocessRanges(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in training.get("unprocess_ranges", {}).items()})
+        inputs = np.stack([D.frame_proxy(D.load_input(photos / n, unprocess_seed=int(training.get("seed", 0)),
+                                                      ranges=ranges), "input") for n in names])
+    return LevelRule.fit(bmap, frames, inputs).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..agent.policy import atomic_write
 
     atomic_write(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    print(f"{folder}: level rule written (targets' white level {level['white_level']:+.3f} stops)")
+    print(f"{folder}: level rule written (targets' white level {level['white_level']:+.3f} stops, "
+          f"{'with' if 'contrast_map' in level else 'without'} a contrast map)")
     return 0
 
 

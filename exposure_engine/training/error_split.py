@@ -50,14 +50,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import filters as F
-from ..agent.level import log2_white as level_log2_white
+from ..agent.level import CONTRAST_EPS
+from ..agent.level import log2_contrast as level_log2_contrast, log2_white as level_log2_white
 from .anchor import BrightnessAnchor
 from .holdout import EVAL_SEED, print_json, raw_like_draw
 from .unprocess import linear_to_srgb, srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
-CONTRAST_EPS = 1e-3  # log2_contrast's luminance offset: black pixels count as 10 stops under white, not -inf
 
 
 def channel_means(linear: np.ndarray) -> np.ndarray:
@@ -115,10 +115,8 @@ def scale_chroma(srgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def log2_contrast(linear: np.ndarray) -> float:
-    """``(H,W,3)`` linear RGB -> the standard deviation of ``log2(luminance + CONTRAST_EPS)``, in stops: how far
-    apart the image's tones are; an exposure gain moves only the dark pixels' values near the offset."""
-    lum = np.asarray(linear, np.float64).reshape(-1, 3) @ _LUM
-    return float(np.std(np.log2(np.maximum(lum, 0.0) + CONTRAST_EPS)))
+    """``(H,W,3)`` linear RGB -> the level rule's contrast (:func:`exposure_engine.agent.level.log2_contrast`)."""
+    return float(level_log2_contrast(np.asarray(linear)[None])[0])
 
 
 def scale_contrast(srgb: np.ndarray, factor: float) -> np.ndarray:

@@ -108,15 +108,15 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
                 per_image.append({"photo": name, "psnr": round(paired["model"]["psnr"][-1], 2),
                                   "delta_e76": round(paired["model"]["delta_e76"][-1], 2),
                                   "steps": pred.sequence.labels()})
-        per_draw.append({"unprocess_seed": seed + draw, "model_psnr": round(float(np.mean(draw_psnr)), 2)})
+        per_draw.append({"unprocess_seed": seed + draw, "model_psnr": round(float(np.mean(draw_psnr)), 3)})
     result: dict = {"model": pol.name, "sha256": pol.content_hash, "n_photos": len(names), "unprocess_seed": seed,
                     "draws": max(1, draws), "methods": {}, "per_image": per_image}
     if draws > 1:
         result["per_draw"] = per_draw
     for k in names_m:
         hi = M.histogram_intersection(first[k], targets)
-        result["methods"][k] = {"psnr": round(float(np.mean(paired[k]["psnr"])), 2),
-                                "delta_e76": round(float(np.mean(paired[k]["delta_e76"])), 2),
+        result["methods"][k] = {"psnr": round(float(np.mean(paired[k]["psnr"])), 3),
+                                "delta_e76": round(float(np.mean(paired[k]["delta_e76"])), 3),
                                 "histogram_intersection": {n: round(v, 4) for n, v in hi.to_dict().items()}}
     hi = M.histogram_intersection(originals, targets)
     result["methods"]["originals"] = {"histogram_intersection": {n: round(v, 4) for n, v in hi.to_dict().items()}}

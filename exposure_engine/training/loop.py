@@ -405,7 +405,7 @@ def train(cfg: TrainConfig) -> dict:
     level_cfg = {}  # config.json's "level": the rule every policy saved here applies (agent/level.py)
     if recipe.level_rule:
         bmap = anchor_of if anchor_of is not None else A.BrightnessAnchor.fit(inputs.crops, targets.crops)
-        level_cfg = {"level": LevelRule.fit(bmap, targets.frames).to_dict()}
+        level_cfg = {"level": LevelRule.fit(bmap, targets.frames, inputs.frames).to_dict()}
     pool = StatePool(recipe.pool_size, in_sampler.sample, recipe.n_steps, rng, anchor_of)
     fakes = ImagePool(recipe.fake_pool_size, rng)
     history: list[dict] = []

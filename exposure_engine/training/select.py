@@ -4,12 +4,18 @@ A run's own ``val_psnr`` scores its weights on one RAW-like draw of the training
 so two runs are scored on different draws (one draw of 78 photos moves the mean by several tenths of a dB). This
 scores every model on the same draws::
 
-    python -m exposure_engine.training.select MODEL [MODEL ...] PHOTOS [--draws 5] [--json FILE]
+    python -m exposure_engine.training.select MODEL [MODEL ...] PHOTOS [--draws 5] [--set targets] [--json FILE]
 
 For each model: the trainer's validation PSNR (:func:`~exposure_engine.training.loop.validation_psnr`: mean edits on
 64x64 proxies against the originals) on the training photos of its split (``training.split.train_inputs`` in
 PHOTOS; every model must share the split), RAW-like draws with seeds 0 .. draws-1, as the model predicts (its level
 rule applied when it has one) and without the rule. The first in ``ranking`` has the best mean.
+
+``--set targets`` scores the split's target half instead, made RAW-like the same way: photos the policy never saw
+as inputs, more of them than the held-out ones. Their finished versions trained the critic and fitted the level
+rule's target side, so they are not held out; but the rule's maps were fitted on the training inputs, whose own
+validation flatters a change to a map (the training photos' brightness spread less than the other photos': a rule
+pulled toward them scores better there only).
 """
 from __future__ import annotations
 
@@ -20,15 +26,20 @@ from pathlib import Path
 import numpy as np
 
 
-def score(models: list[str | Path], photos: str | Path, draws: int = 5) -> dict:
+SETS = ("train_inputs", "targets")
+
+
+def score(models: list[str | Path], photos: str | Path, draws: int = 5, which: str = "train_inputs") -> dict:
     from ..agent.policy import Policy
     from . import data as D
     from .loop import validation_psnr
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, not {draws}")
+    if which not in SETS:
+        raise ValueError(f"the set is one of {', '.join(SETS)}, not {which!r}")
     pols = [Policy.load(m) for m in models]
-    splits = [p.config.get("training", {}).get("split", {}).get("train_inputs") for p in pols]
+    splits = [p.config.get("training", {}).get("split", {}).get(which) for p in pols]
     if not splits[0] or any(s != splits[0] for s in splits):
         raise ValueError("every model must have been trained on the same split (train --split-from)")
     files = [Path(photos) / n for n in splits[0]]
@@ -41,7 +52,7 @@ def score(models: list[str | Path], photos: str | Path, draws: int = 5) -> dict:
         rows.append({"model": str(m), "sha256": pol.content_hash, "level_rule": rule is not None,
                      "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule],
                      "val_psnr_without_rule": round(float(np.mean(without)), 3)})
-    return {"n_photos": len(files), "draws": draws, "models": rows,
+    return {"set": which, "n_photos": len(files), "draws": draws, "models": rows,
             "ranking": [r["model"] for r in sorted(rows, key=lambda r: -r["val_psnr"])]}
 
 
@@ -51,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m exposure_engine.training.select", description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+", help="model folders, then the photos folder of their split")
     p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--set", choices=SETS, default="train_inputs", help="the split's photos to score (default: "
+                   "the training inputs; targets: the target half)")
     p.add_argument("--json", help="write the result here too")
     a = p.parse_args(argv)
     if len(a.models) < 2:
         p.error("give at least one model and the photos folder")
     try:
-        res = score(a.models[:-1], a.models[-1], a.draws)
+        res = score(a.models[:-1], a.models[-1], a.draws, a.set)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
