@@ -285,7 +285,7 @@ def with_gain(steps: list, offset_ev: float) -> tuple[list, bool]:
 
 def with_contrast(steps: list, amount: float, target: float) -> list:
     """A program's steps with the rule's Contrast step of ``amount`` appended (its meta records the contrast it
-    meets, ``level_contrast``, stops)."""
+    asks of the output, ``level_contrast``, stops)."""
     from ..sequence import Step
 
     v = [float(amount)]
