@@ -16,6 +16,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from . import filters as F
+from .agent.level import added_by_rule
 from .sequence import EditSequence
 
 # Short names for the probability bars (the registry's order = the action ids).
@@ -43,12 +44,6 @@ def _wrap_label(label: str, width: int = 26) -> str:
     # Colour-curve labels hold 24 numbers: break them per channel first, then at spaces.
     parts = label.replace(" G[", "\nG[").replace(" B[", "\nB[").replace("curves R[", "curves\nR[").split("\n")
     return "\n".join(textwrap.fill(p, width) for p in parts)
-
-
-def _added_by_level_rule(step) -> bool:
-    """A step the model's level rule added (agent/level.py: an Exposure in front, a Contrast at the end): the policy
-    did not choose it."""
-    return ("level_ev" in step.meta or "level_contrast" in step.meta) and "probabilities" not in step.meta
 
 
 def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None = None, dpi: int = 110) -> Path:
@@ -80,7 +75,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
     if title:
         fig.suptitle(title, fontsize=10, y=0.98)
 
-    first_bars = next((c for c, st in enumerate(steps, 1) if not _added_by_level_rule(st)), 0)
+    first_bars = next((c for c, st in enumerate(steps, 1) if not added_by_rule(st)), 0)
     for c in range(cols):
         img_ax = fig.add_subplot(gs[0, c])
         img_ax.imshow(_display(prediction.proxies[c]), interpolation="nearest")
@@ -98,7 +93,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
         step = steps[c - 1]
         f = step.definition
         packed = step.packed()
-        added = _added_by_level_rule(step)
+        added = added_by_rule(step)
         img_ax.set_title(f"{c}. {f.title}" + (" (level)" if added else ""), fontsize=10, weight="bold")
         for spine in img_ax.spines.values():
             spine.set_edgecolor(CHOSEN)
@@ -126,7 +121,7 @@ def draw_strip(prediction: StripSource, path: str | Path, *, title: str | None =
                         color="#444444")
             continue
         p = probs[c - 1]
-        used = {s.definition.index for s in steps[: c - 1] if not _added_by_level_rule(s)}
+        used = {s.definition.index for s in steps[: c - 1] if not added_by_rule(s)}
         colours = [CHOSEN if g.index == f.index else USED if g.index in used else OTHER for g in F.FILTERS]
         bar_ax.bar(range(F.N_FILTERS), p, color=colours, width=0.8)
         bar_ax.set_ylim(0, top)

@@ -150,14 +150,14 @@ class LevelRule:
         gets the gain that comes closest: the bound, or 0 for a black frame, which no gain changes). The search:
         :func:`_solve`, about one stop of level per stop of gain (usually 3-4 renders instead of bisection's 14)."""
         x0 = np.ascontiguousarray(proxies, np.float32)
-        return self._gains(x0, *_gained_program(filter_ids, packed, len(x0)))
+        return self._gains(x0, *_gained_program(filter_ids, packed, len(x0)), self.targets(x0))
 
-    def _gains(self, x0: np.ndarray, ids: np.ndarray, consts: np.ndarray, start: np.ndarray | None = None
-               ) -> np.ndarray:
-        """:meth:`offsets` of programs already in :func:`_gained_program`'s form (a round renders the rows still
-        searching in one pass, the gain going into the first step's constant, 2^d as Exposure's), the search
-        starting from ``start`` (default 0)."""
-        want = self.targets(x0)
+    @staticmethod
+    def _gains(x0: np.ndarray, ids: np.ndarray, consts: np.ndarray, want: np.ndarray,
+               start: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`offsets` of programs already in :func:`_gained_program`'s form, to the levels ``want`` (a round
+        renders the rows still searching in one pass, the gain going into the first step's constant, 2^d as
+        Exposure's), the search starting from ``start`` (default 0)."""
 
         def miss(rows: np.ndarray, gains: np.ndarray) -> np.ndarray:  # level - want of the gained programs' outputs
             c = consts[rows]
@@ -186,7 +186,8 @@ class LevelRule:
         x0 = np.ascontiguousarray(proxies, np.float32)
         n = len(x0)
         ids, consts = _gained_program(filter_ids, packed, n)
-        gains = self._gains(x0, ids, consts)
+        levels = self.targets(x0)
+        gains = self._gains(x0, ids, consts, levels)
         if self.contrast_map is None:
             return gains, None, None
         con_ids = np.full((n, 1), _CONTRAST.index, np.int32)
@@ -208,7 +209,7 @@ class LevelRule:
             amounts = _solve(miss, n, 1.0, 0.3).astype(np.float32)
             amounts[np.abs(amounts) < MIN_CONTRAST] = 0.0
             gains = self._gains(x0, np.concatenate([ids, con_ids], 1),
-                                np.concatenate([consts, _amount_consts(amounts)], 1), start=gains)
+                                np.concatenate([consts, _amount_consts(amounts)], 1), levels, start=gains)
         return gains, amounts, want
 
 
@@ -266,6 +267,13 @@ def _amount_consts(amounts: np.ndarray) -> np.ndarray:
     return c
 
 
+def added_by_rule(step) -> bool:
+    """Whether ``step`` is one the level rule added (:func:`with_gain`'s Exposure in front, :func:`with_contrast`'s
+    Contrast at the end), not one the policy chose (a gain folded into the policy's own Exposure keeps its
+    probabilities: that step stays the policy's)."""
+    return ("level_ev" in step.meta or "level_contrast" in step.meta) and "probabilities" not in step.meta
+
+
 def with_gain(steps: list, offset_ev: float) -> tuple[list, bool]:
     """A program's steps with an exposure gain of ``offset_ev`` stops in front: folded into the first step when
     that is an Exposure step (``2^(ev + d) = 2^d 2^ev``: the same output), else a new Exposure step in front.
@@ -293,5 +301,5 @@ def with_contrast(steps: list, amount: float, target: float) -> list:
                                                                  "level_contrast": round(float(target), 4)})]
 
 
-__all__ = ["LevelRule", "display_level", "log2_brightness", "log2_contrast", "log2_white", "with_contrast",
-           "with_gain"]
+__all__ = ["LevelRule", "added_by_rule", "display_level", "log2_brightness", "log2_contrast", "log2_white",
+           "with_contrast", "with_gain"]

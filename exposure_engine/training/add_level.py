@@ -41,12 +41,11 @@ def fit_for_model(config: dict, photos: Path) -> dict:
         raise ValueError(f"{photos}: no target photos")
     frames = np.stack([D.frame_proxy(D.load_target(f), "target") for f in files])
     inputs = None
-    names = training.get("split", {}).get("train_inputs")
-    if training.get("unprocess") and names:
-        ranges = UnprocessRanges(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in training.get("unprocess_ranges", {}).items()})
+    input_names = training.get("split", {}).get("train_inputs")
+    if training.get("unprocess") and input_names:
+        ranges = UnprocessRanges.from_dict(training.get("unprocess_ranges", {}))
         inputs = np.stack([D.frame_proxy(D.load_input(photos / n, unprocess_seed=int(training.get("seed", 0)),
-                                                      ranges=ranges), "input") for n in names])
+                                                      ranges=ranges), "input") for n in input_names])
     return LevelRule.fit(bmap, frames, inputs).to_dict()
 
 

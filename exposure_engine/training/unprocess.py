@@ -68,6 +68,11 @@ class UnprocessRanges:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "UnprocessRanges":
+        """The inverse of :meth:`to_dict` (as a model's config.json records ``training.unprocess_ranges``)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 def random_gains(rng: np.random.Generator, cast: float, n: int) -> np.ndarray:
     """``(n, 3)`` white-balance casts: R and B gains log-uniform in [1/(1+cast), 1+cast] relative to G, each row
