@@ -1,4 +1,4 @@
-"""Scalar float32 helpers for numba pixel kernels that LLVM can vectorise: ``pow_f32``, ``cos_pi``,
+"""Scalar float32 helpers for numba pixel kernels that LLVM can vectorise: ``pow_f32``, ``log2_f32``, ``cos_pi``,
 ``fmin``/``fmax``/``clamp`` and bit-level access (``f32_bits``).
 
 numba lowers ``x ** e`` and ``math.cos`` to scalar libm calls (``powf``, ``cosf``) unless Intel SVML is
@@ -7,7 +7,7 @@ so a loop that calls them runs one value at a time. These helpers use only arith
 ``floor``, integer shifts and float <-> int bit casts, which all vectorise (AVX2 / AVX-512).
 
 Accuracy (float32 against float64, checked in tests/test_render.py): ``pow_f32`` within 3e-7 relative for
-positive normal inputs and exponents in [1/3, 3]; ``cos_pi`` within 2e-7, and within 1 ulp of the correctly
+positive normal inputs and exponents in [1/3, 3]; ``log2_f32`` within 2e-7 absolute; ``cos_pi`` within 2e-7, and within 1 ulp of the correctly
 rounded value near 0 and 1.
 The polynomials are plain Taylor series (an atanh series for the logarithm), truncated where the next term is
 below float32 resolution on the reduced range.
@@ -203,6 +203,14 @@ def _exp2_split(n, r):
     n = clamp(n + m, _f32(-125.0), _f32(129.0))
     p = _f32(2.0) + r * (_E1x2 + r * (_E2x2 + r * (_E3x2 + r * (_E4x2 + r * (_E5x2 + r * (_E6x2 + r * _E7x2))))))
     return p * pow2i_f32(n - _f32(1.0))
+
+
+@_njit
+def log2_f32(x):
+    """log2(x) for a positive normal float32 ``x``, as float64 (k + l summed there: no float32 rounding of the
+    sum)."""
+    k, l = _log2_parts(x)
+    return np.float64(k) + np.float64(l)
 
 
 @_njit

@@ -10,19 +10,19 @@ import torch
 
 from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value
 from exposure_engine.evaluation.benchmark import display_log2_brightness as numpy_log2_brightness
+from exposure_engine.imageio.transfer import linear_to_srgb
 from exposure_engine.training import recipes
 from exposure_engine.training.anchor import (BrightnessAnchor, display_level, display_log2_brightness,
                                               display_log2_white, potential)
 from exposure_engine.training.loop import TrainConfig, agent_step, train
 from exposure_engine.training.replay import StatePool
-from exposure_engine.training.unprocess import linear_to_srgb
 from test_training import TINY, _zero_critic, write_folders  # pytest puts tests/ on sys.path (no __init__.py)
 
 
 def _grey(levels, side: int = 8, display: bool = False) -> np.ndarray:
     """``(N, side, side, 3)`` flat grey images at linear luminance ``levels`` (sRGB-encoded if ``display``)."""
     x = np.broadcast_to(np.asarray(levels, np.float32)[:, None, None, None], (len(levels), side, side, 3))
-    return linear_to_srgb(x) if display else np.ascontiguousarray(x)
+    return linear_to_srgb(x, clip=True) if display else np.ascontiguousarray(x)
 
 
 def _chw(a: np.ndarray) -> torch.Tensor:

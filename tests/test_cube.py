@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from exposure_engine.exporters import cube
-from exposure_engine.exporters.darktable import srgb_eotf, srgb_oetf
+from exposure_engine.imageio.transfer import linear_to_srgb, srgb_to_linear
 from exposure_engine.renderer import render
 
 MIXED = {"format": "exposure-edit-sequence", "version": 1, "steps": [
@@ -18,7 +18,7 @@ IDENTITY = {"format": "exposure-edit-sequence", "version": 1, "steps": []}
 
 
 def lab(enc: np.ndarray) -> np.ndarray:
-    lin = srgb_eotf(np.clip(enc, 0, 1))
+    lin = srgb_to_linear(np.clip(enc, 0, 1), np.float64)
     m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
                   [0.0193339, 0.1191920, 0.9503041]])
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
@@ -33,7 +33,7 @@ def test_file_lists_red_fastest_with_size_and_domain_headers():
     rows = [line for line in text.splitlines() if line[:1].isdigit()]
     assert len(rows) == 27
     # identity sequence: output = the linear value (it is taken as display-encoded), input is sRGB-encoded
-    half = float(srgb_eotf(np.array(0.5)))
+    half = float(srgb_to_linear(np.array(0.5), np.float64))
     assert [float(v) for v in rows[1].split()] == pytest.approx([half, 0, 0], abs=1e-6)   # r moves first
     assert [float(v) for v in rows[3].split()] == pytest.approx([0, half, 0], abs=1e-6)   # then g
     assert [float(v) for v in rows[9].split()] == pytest.approx([0, 0, half], abs=1e-6)   # then b
@@ -42,7 +42,7 @@ def test_file_lists_red_fastest_with_size_and_domain_headers():
 def test_lattice_samples_the_sequence_at_srgb_encoded_inputs():
     lut = cube.sequence_lut(MIXED, 5)
     nodes = cube.lattice(5)
-    expected = render(srgb_eotf(nodes).astype(np.float32).reshape(-1, 5, 3), MIXED).reshape(5, 5, 5, 3)
+    expected = render(srgb_to_linear(nodes).reshape(-1, 5, 3), MIXED).reshape(5, 5, 5, 3)
     np.testing.assert_allclose(lut, expected, atol=1e-6)
 
 
@@ -61,7 +61,7 @@ def test_tetrahedral_interpolation_reproduces_affine_maps_exactly():
 def test_default_33_point_lut_is_within_a_fraction_of_a_delta_e_of_the_renderer():
     # measured: mean 0.10, p99 0.68 on 20k random colours (17 points: 0.36 / 1.8; 65 points: 0.03 / 0.32)
     enc = np.random.default_rng(1).random((5000, 3))
-    ref = render(srgb_eotf(enc).astype(np.float32)[None], MIXED)[0]
+    ref = render(srgb_to_linear(enc)[None], MIXED)[0]
     got = cube.apply_lut(cube.sequence_lut(MIXED), enc)
     d = np.linalg.norm(lab(got) - lab(ref), axis=-1)
     assert d.mean() < 0.2 and np.percentile(d, 99) < 1.0
@@ -69,7 +69,7 @@ def test_default_33_point_lut_is_within_a_fraction_of_a_delta_e_of_the_renderer(
 
 def test_srgb_encoding_round_trips():
     x = np.linspace(0, 1, 1001)
-    np.testing.assert_allclose(srgb_eotf(srgb_oetf(x)), x, atol=1e-12)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x, np.float64), np.float64), x, atol=1e-12)
 
 
 def test_malformed_cubes_are_refused_with_the_line():

@@ -14,7 +14,7 @@ from exposure_engine.daemon.client import Client, DaemonError, DaemonUnavailable
 from exposure_engine.daemon.protocol import Code, Limits
 from exposure_engine.daemon.server import EndpointInUse, Server, ServerConfig, ServerError
 from exposure_engine.daemon.styles import Styles
-from exposure_engine.imageio.transfer import srgb_to_linear
+from exposure_engine.imageio.transfer import srgb_to_linear, srgb_to_linear_exact
 from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence
 
@@ -164,7 +164,7 @@ def test_render_of_srgb_uint8_equals_the_local_renderer(client):
     img = make_image(120, 90)
     out = client.render(img, SEQ)
     assert out.dtype == np.float32 and out.shape == (120, 90, 3)
-    np.testing.assert_array_equal(out, render(srgb_to_linear(img / 255.0), SEQ))
+    np.testing.assert_array_equal(out, render(srgb_to_linear_exact(img / 255.0), SEQ))
 
 
 def test_render_of_linear_float32_and_uint16_is_exact(client):

@@ -8,8 +8,8 @@ import pytest
 
 from exposure_engine.cli import main as cli_main
 from exposure_engine.evaluation import metrics as M
+from exposure_engine.imageio.transfer import linear_to_srgb, srgb_to_linear
 from exposure_engine.training import error_split as ES
-from exposure_engine.training.unprocess import linear_to_srgb, srgb_to_linear
 from test_training import _finished_photos, tiny_recipe_file  # pytest puts tests/ on sys.path
 
 

@@ -10,6 +10,7 @@ from PIL import Image, ImageCms
 
 from exposure_engine.imageio import icc as icc_mod
 from exposure_engine.imageio import linear_to_srgb, load_photo, save_image, srgb_to_linear
+from exposure_engine.imageio.transfer import srgb_to_linear_exact
 from imagegen import adobe_rgb_icc_profile, linear_srgb_icc_profile, smooth_image
 
 
@@ -21,6 +22,16 @@ def test_srgb_curve_is_the_exact_piecewise_standard_not_a_power():
     assert abs(srgb_to_linear(np.array([10 / 255]))[0] - (10 / 255) / 12.92) < 1e-9
     v = np.linspace(0, 1, 1001)
     np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(v)), v, atol=2e-6)
+
+
+def test_srgb_curve_clips_negatives_always_and_light_over_one_only_for_display():
+    lin = np.array([-0.5, 0.2, 1.0, 4.0])
+    assert linear_to_srgb(lin)[0] == 0.0 and linear_to_srgb(lin)[3] > 1.5   # extended range kept by default
+    np.testing.assert_allclose(linear_to_srgb(lin, clip=True)[2:], [1.0, 1.0], atol=1e-7)  # a display clips at white
+    assert srgb_to_linear(np.array([-0.1]))[0] == 0.0
+    assert srgb_to_linear(np.array([0.5])).dtype == np.float32
+    wide = srgb_to_linear(np.array([0.5]), np.float64)   # computed in the type asked for
+    assert wide.dtype == np.float64 and wide[0] == ((0.5 + 0.055) / 1.055) ** 2.4
 
 
 def test_srgb_profile_of_littlecms_parses_as_srgb():
@@ -89,7 +100,7 @@ def test_input_encoding_overrides_an_embedded_profile_and_says_so(tmp_path):
     a8 = np.full((4, 4, 3), 128, np.uint8)
     Image.fromarray(a8).save(tmp_path / "a.png", icc_profile=adobe_rgb_icc_profile())
     photo = load_photo(tmp_path / "a.png", input_encoding="srgb")
-    np.testing.assert_allclose(photo.pixels, srgb_to_linear(a8 / 255.0))
+    np.testing.assert_allclose(photo.pixels, srgb_to_linear_exact(a8 / 255.0))
     assert any("ignored" in w and "Adobe RGB-like" in w for w in photo.warnings)
 
 
@@ -97,7 +108,7 @@ def test_undecodable_profile_gives_a_warning_not_silence(tmp_path):
     a8 = np.full((4, 4, 3), 200, np.uint8)
     Image.fromarray(a8).save(tmp_path / "bad.png", icc_profile=b"not a profile" * 20)
     photo = load_photo(tmp_path / "bad.png")
-    np.testing.assert_allclose(photo.pixels, srgb_to_linear(a8 / 255.0))   # fell back to sRGB
+    np.testing.assert_allclose(photo.pixels, srgb_to_linear_exact(a8 / 255.0))   # fell back to sRGB
     assert len(photo.warnings) == 1 and "ICC profile" in photo.warnings[0] and "sRGB" in photo.warnings[0]
     with pytest.warns(UserWarning, match="ICC profile"):
         from exposure_engine.imageio import load_image

@@ -7,9 +7,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from exposure_engine.imageio import (ImageReadError, linear_to_srgb, load_image, load_photo, save_image,
-                                     srgb_to_linear)
+from exposure_engine.imageio import ImageReadError, linear_to_srgb, load_image, load_photo, save_image
 from exposure_engine.imageio.photo import exif_from_bytes
+from exposure_engine.imageio.transfer import srgb_to_linear_exact
 from imagegen import smooth_image
 
 
@@ -31,7 +31,7 @@ def test_lossless_round_trip_gives_linear_values_back_within_quantisation(tmp_pa
     # and the decode is the exact sRGB curve of the code values stored (read back by an independent decoder)
     codes = cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED)[..., ::-1]
     assert codes.dtype == (np.uint8 if bits == 8 else np.uint16)
-    np.testing.assert_allclose(photo.pixels, srgb_to_linear(codes / (2.0 ** bits - 1)), atol=2e-7)
+    np.testing.assert_allclose(photo.pixels, srgb_to_linear_exact(codes / (2.0 ** bits - 1)), atol=2e-7)
 
 
 def test_jpeg_round_trip_is_close(tmp_path, scene):
@@ -51,7 +51,7 @@ def test_greyscale_8_and_16_bit_become_three_equal_channels(tmp_path):
     for f, v in ((tmp_path / "g8.png", g8 / 255.0), (tmp_path / "g16.tif", g16 / 65535.0)):
         px = load_image(f)
         assert px.shape == (16, 16, 3)
-        np.testing.assert_allclose(px[..., 0], srgb_to_linear(v), atol=1e-7)
+        np.testing.assert_allclose(px[..., 0], srgb_to_linear_exact(v), atol=1e-7)
         assert (px[..., 0] == px[..., 1]).all() and (px[..., 1] == px[..., 2]).all()
 
 
@@ -59,7 +59,7 @@ def test_16bit_grey_png_keeps_16_bits(tmp_path):
     g16 = (np.arange(4096, dtype=np.uint16) * 16 + 7).reshape(64, 64)
     cv2.imwrite(str(tmp_path / "g.png"), g16)
     photo = load_photo(tmp_path / "g.png")
-    np.testing.assert_allclose(photo.pixels[..., 1], srgb_to_linear(g16 / 65535.0), atol=1e-7)
+    np.testing.assert_allclose(photo.pixels[..., 1], srgb_to_linear_exact(g16 / 65535.0), atol=1e-7)
 
 
 def test_alpha_is_dropped_and_said(tmp_path):
@@ -67,7 +67,7 @@ def test_alpha_is_dropped_and_said(tmp_path):
     rgba[..., 0], rgba[..., 3] = 200, 10
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     photo = load_photo(tmp_path / "a.png")
-    np.testing.assert_allclose(photo.pixels[0, 0], srgb_to_linear(np.array([200, 0, 0]) / 255.0))
+    np.testing.assert_allclose(photo.pixels[0, 0], srgb_to_linear_exact(np.array([200, 0, 0]) / 255.0))
     assert any("alpha" in w for w in photo.warnings)
 
 
@@ -133,7 +133,7 @@ def test_input_encoding_must_be_known(tmp_path, scene):
 def test_planar_rgb_tiff(tmp_path, scene):
     codes = np.round(linear_to_srgb(scene) * 65535).astype(np.uint16)
     tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(codes, -1, 0), photometric="rgb", planarconfig="separate")
-    np.testing.assert_allclose(load_image(tmp_path / "p.tif"), srgb_to_linear(codes / 65535.0), atol=1e-7)
+    np.testing.assert_allclose(load_image(tmp_path / "p.tif"), srgb_to_linear_exact(codes / 65535.0), atol=1e-7)
 
 
 def test_signed_integer_tiff_is_refused_clearly(tmp_path):
@@ -147,7 +147,7 @@ def test_16bit_rgba_png_keeps_channel_order_and_drops_alpha(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), rgba[..., [2, 1, 0, 3]])   # OpenCV writes BGRA
     photo = load_photo(tmp_path / "a.png")
     assert photo.bits == 16 and any("alpha" in w for w in photo.warnings)
-    np.testing.assert_allclose(photo.pixels, srgb_to_linear(rgba[..., :3] / 65535.0), atol=1e-7)
+    np.testing.assert_allclose(photo.pixels, srgb_to_linear_exact(rgba[..., :3] / 65535.0), atol=1e-7)
 
 
 def test_cmyk_jpeg_without_profile_is_converted_with_a_warning(tmp_path):
@@ -163,4 +163,4 @@ def test_cmyk_jpeg_without_profile_is_converted_with_a_warning(tmp_path):
 def test_other_lossless_formats_pillow_reads(tmp_path, name, kwargs):
     rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / name, **kwargs)
-    np.testing.assert_allclose(load_image(tmp_path / name), srgb_to_linear(rgb / 255.0), atol=1e-7)
+    np.testing.assert_allclose(load_image(tmp_path / name), srgb_to_linear_exact(rgb / 255.0), atol=1e-7)

@@ -12,13 +12,13 @@ from exposure_engine import filters as F
 from exposure_engine.agent.level import (LevelRule, display_level, log2_brightness, log2_contrast, log2_white,
                                          with_gain)
 from exposure_engine.agent.policy import ModelError, Policy
+from exposure_engine.imageio.transfer import srgb_to_linear
 from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence, Step
 from exposure_engine.training import data as D
 from exposure_engine.training import recipes
 from exposure_engine.training.anchor import BrightnessAnchor, linear_log2_brightness, linear_log2_white
 from exposure_engine.training.loop import TrainConfig, train
-from exposure_engine.training.unprocess import srgb_to_linear
 from test_training import TINY, write_folders  # pytest puts tests/ on sys.path (no __init__.py)
 
 
@@ -49,6 +49,20 @@ def test_the_levels_read_as_the_training_anchor_reads_them():
     # a flat grey at linear 0.25 (display 0.537): brightness and white level both -2 stops
     grey = np.full((1, 8, 8, 3), 0.53709, np.float32)
     assert display_level(grey)[0] == pytest.approx(-2.0, abs=1e-3)
+
+
+def test_renders_are_read_through_the_exact_srgb_curve_clipped_as_a_display_clips():
+    # display_luminance is the level rule's compiled copy of imageio.transfer's decoding (plus the luminance
+    # weights): every value in and beyond [0, 1], the knee included, within float32 rounding of the float64 curve
+    from exposure_engine.agent.level import display_luminance, luminance
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.2, 1.3, (3, 16, 16, 3)).astype(np.float32)
+    x[0, 0, :4] = [[0.04045] * 3, [0.0404] * 3, [0.0405] * 3, [1.0] * 3]
+    want = luminance(srgb_to_linear(np.clip(x, 0, 1), np.float64))
+    np.testing.assert_allclose(display_luminance(x), want, rtol=1e-6, atol=3e-7)
+    assert display_luminance(np.ones((1, 2, 2, 3), np.float32)).max() <= 1.0  # white is white, not 1 + ulp
+    assert display_luminance(np.zeros((1, 2, 2, 3), np.float32)).max() == 0.0
 
 
 def test_the_rule_fits_the_targets_median_white_level_and_round_trips():
@@ -243,6 +257,16 @@ def test_a_model_without_a_rule_predicts_the_policys_own_program():
         [p.sequence.to_dict()["steps"] for p in _ruled_policy().predict_batch(x, dropout=False, level=False)]
 
 
+def test_a_sequence_names_the_level_rule_that_decided_it_beside_the_weights():
+    plain, ruled, other = Policy.random(5), _ruled_policy(), _ruled_policy(rule=_rule(white=-0.7))
+    x = _scenes(1)
+    assert plain.predict(x[0])[0].sequence.meta["model"] == {"name": plain.name, "sha256": plain.content_hash}
+    named = [p.predict(x[0])[0].sequence.meta["model"] for p in (ruled, other)]
+    assert named[0]["sha256"] == named[1]["sha256"] == plain.content_hash      # the same weights ...
+    assert named[0]["level_rule"] != named[1]["level_rule"]                    # ... under two rules
+    assert named[0]["level_rule"] == ruled.level_rule_hash and len(named[0]["level_rule"]) == 16
+
+
 def test_the_rule_is_saved_with_the_model_and_a_broken_one_is_a_model_error(tmp_path):
     pol = _ruled_policy()
     pol.save(tmp_path / "m")
@@ -285,7 +309,6 @@ def test_training_with_the_rule_saves_it_and_validates_the_policys_own_programs(
 
 def test_the_whole_frame_proxies_are_the_engines_proxies_and_come_back_from_the_cache(tmp_path):
     from exposure_engine.imageio.proxy import make_proxy
-    from exposure_engine.training.unprocess import srgb_to_linear
 
     ins, tgs = write_folders(tmp_path)
     files = D.list_images(tgs)

@@ -324,6 +324,22 @@ def test_pow_f32_is_within_3e7_relative_of_float64_over_the_gamma_range():
     assert out[0] == np.inf and out[1] == 1.0
 
 
+def test_log2_f32_is_within_2e7_of_float64_from_tiny_to_huge():
+    import numba
+
+    @numba.njit
+    def lg(x, out):
+        for i in range(x.shape[0]):
+            out[i] = V.log2_f32(x[i])
+
+    x = np.concatenate([np.geomspace(1.2e-38, 3e38, 400_001), np.arange(1, 17) / 8]).astype(np.float32)
+    out = np.empty(len(x), np.float64)
+    lg(x, out)
+    assert np.max(np.abs(out - np.log2(x.astype(np.float64)))) < 2e-7
+    lg(np.array([1.0, 2.0, 0.5], np.float32), out[:3])
+    assert list(out[:3]) == [0.0, 1.0, -1.0]  # exact at powers of two
+
+
 def test_cos_pi_rounds_like_a_correct_cosine_near_0_and_1_and_is_within_2e7_elsewhere():
     import numba
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from exposure_engine.evaluation import styles as S
-from exposure_engine.evaluation.colour import lab_to_linear, linear_to_lab, rgb_to_hls, srgb_encode, srgb_to_lab
+from exposure_engine.imageio.transfer import linear_to_srgb
+from exposure_engine.evaluation.colour import lab_to_linear, linear_to_lab, rgb_to_hls, srgb_to_lab
 from exposure_engine.renderer import render
 
 from imagegen import smooth_image
@@ -65,7 +66,7 @@ def test_faded_matte_lifts_blacks_and_desaturates_blues_more_than_reds():
     assert black.min() > 0.1  # a matte black
     # Two colours of equal HLS saturation and lightness: blue loses more saturation than red.
     colours = np.array([[[0.6, 0.05, 0.05], [0.05, 0.05, 0.6]]], np.float32)
-    _, _, s_in = rgb_to_hls(srgb_encode(colours))
+    _, _, s_in = rgb_to_hls(linear_to_srgb(colours, np.float64, clip=True))
     _, _, s_out = rgb_to_hls(style.apply(colours))
     ratio = s_out / s_in
     assert ratio[0, 1] < 0.8 * ratio[0, 0]

@@ -21,6 +21,7 @@ from exposure_engine import filters as F
 from exposure_engine.agent.networks import Actor, Arch, Discriminator, Value
 from exposure_engine.agent.policy import Policy
 from exposure_engine.cli import main as cli_main
+from exposure_engine.imageio.transfer import srgb_to_linear
 from exposure_engine.training import data as D
 from exposure_engine.training import recipes
 from exposure_engine.training.loop import TrainConfig, agent_step, critic_loss, train
@@ -129,7 +130,7 @@ def test_a_photo_input_needs_unprocess_and_a_broken_file_is_skipped_with_its_rea
     with pytest.raises(D.DataError, match=r"t0\.png.*--unprocess"):
         D.load_input(tgs / "t0.png", unprocess_seed=None)
     unproc = D.load_input(tgs / "t0.png", unprocess_seed=1)
-    assert unproc.mean() < D.srgb_to_linear(D.load_target(tgs / "t0.png")).mean()
+    assert unproc.mean() < srgb_to_linear(D.load_target(tgs / "t0.png")).mean()
     (tgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ds = D.build_crops(D.list_images(tgs), "target", cache_dir=None, seed=0, progress=False)
     assert len(ds.files) == 2 and len(ds.skipped) == 1 and "broken.png" in ds.skipped[0]

@@ -14,8 +14,10 @@ loaded policy, exactly (up to float rounding; tests/test_agent.py compares with 
 * On a CPU with oneDNN (:meth:`FusedTrunks.prepack`), the convolutions run as oneDNN primitives with weights
   reordered once into its blocked layout and LeakyReLU fused into the primitive: a plain ``conv2d`` call reorders
   the weights on every call (0.16 ms for layer 4 alone), which for these tiny maps is as long as the arithmetic.
-  Both trunks for a batch of 8 on this 2-core CPU: 1.5 ms instead of 2.7 ms (medians of 100,
-  ``exposure-engine bench infer --breakdown``).
+  Both trunks for a batch of 8 on the 2-core CPU this was written on: 1.5 ms instead of 2.7 ms (medians of 100,
+  ``exposure-engine bench infer --breakdown``). Not on every CPU: on an AMD EPYC (Zen 2, AVX2) the same
+  primitives took 21 ms against 1.6 ms for plain ``conv2d``, so :meth:`~FusedTrunks.prepack` times both paths and
+  keeps the faster.
 
 * :func:`pooled_input` computes the trunks' RGB input straight from the NHWC proxy states the renderer kernels
   step (area reduction, bound, encoding: :func:`networks.network_input` and :func:`networks.encode` in one pass),
@@ -26,6 +28,8 @@ planes), ``planes (B, 10)`` the constant planes' values (:func:`networks.plane_v
 """
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 import torch
@@ -33,6 +37,8 @@ from torch import nn
 from torch.nn import functional as Fn
 
 from .networks import N_STATE_PLANES, Actor
+
+SPEED_RUNS = 5  # calls of each path timed by FusedTrunks.prepack (a few ms once per loaded policy)
 
 
 class FusedTrunks(nn.Module):
@@ -71,10 +77,13 @@ class FusedTrunks(nn.Module):
         self.requires_grad_(False)
         self._packed: list | None = None
 
-    def prepack(self) -> bool:
+    def prepack(self, *, only_if_faster: bool = True) -> bool:
         """Switch to prepacked oneDNN convolutions when this runs on a CPU with oneDNN (torch's own choice of
         primitive, called through the entry points torch.compile uses). Checked against the plain path on a random
-        input; on any failure or mismatch the plain path stays. Returns whether the packed path is on."""
+        input; on any failure or mismatch the plain path stays. With ``only_if_faster`` (the default) the packed
+        path is also timed against the plain one on that input (median of :data:`SPEED_RUNS` calls each) and kept
+        only if faster (module docstring: 13-27x slower on one CPU, about 2x faster on another). Returns whether
+        the packed path is on."""
         self._packed = None
         if self.conv1.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return False
@@ -91,9 +100,23 @@ class FusedTrunks(nn.Module):
             got = self.forward(*probe)
             if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got)):
                 self._packed = None
+            elif only_if_faster:
+                packed_s = self._median_seconds(probe)
+                self._packed, plain = None, [op, packed]
+                plain_s = self._median_seconds(probe)
+                self._packed = plain if packed_s < plain_s else None
         except Exception:  # no oneDNN entry points in this torch build: the plain convolutions are correct too
             self._packed = None
         return self._packed is not None
+
+    def _median_seconds(self, probe: tuple) -> float:
+        """Median wall time of :data:`SPEED_RUNS` forward calls on ``probe`` (the path now switched on)."""
+        times = []
+        for _ in range(SPEED_RUNS):
+            t0 = time.perf_counter()
+            self.forward(*probe)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[SPEED_RUNS // 2]
 
     def forward(self, rgb: torch.Tensor, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c, h, w = self.map_shape

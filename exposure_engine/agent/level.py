@@ -33,14 +33,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from .. import filters as F
+from ..imageio import transfer as T
 from ..renderer import prepared_constants, programs_batch
 from ..training.anchor import WHITE_QUANTILE, BrightnessAnchor
-from ..training.unprocess import srgb_to_linear
+from ..vecmath import clamp, fmin, log2_f32, pow_f32
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float32)
+_LUM_R, _LUM_G, _LUM_B = _LUM
+# The sRGB curve's constants (imageio/transfer.py) as float32, for the compiled decoding in display_luminance
+_SRGB_A, _SRGB_A_INV, _SRGB_GAMMA = np.float32(T.SRGB_A), np.float32(1 / (1 + T.SRGB_A)), np.float32(T.SRGB_GAMMA)
+_SRGB_SLOPE_INV, _SRGB_KNEE = np.float32(1 / T.SRGB_SLOPE), np.float32(T.DECODE_KNEE)
 _EXPOSURE = F.get("exposure")  # the registry's entry (F.EXPOSURE itself has no index)
 _CONTRAST = F.get("contrast")
 _FLOOR = 1e-6  # luminance floor, as the anchor's: a black image has level log2(1e-6), not -inf
@@ -53,18 +59,43 @@ MIN_CONTRAST = 0.005  # smaller Contrast amounts are left out
 CONTRAST_ROUNDS = 2  # contrast, then level, twice: the second round corrects what the new gain moved (docs/training.md)
 
 
-def log2_brightness(linear: np.ndarray) -> np.ndarray:
-    """``(N, h, w, 3)`` linear RGB -> ``(N,)`` log2 mean luminance (values clipped to [0, 1], as the brightness
-    anchor reads inputs)."""
-    lum = np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3) @ _LUM
+def luminance(linear: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` linear RGB -> ``(N, h*w)`` float32 luminance of the values clipped to [0, 1] (as the
+    brightness anchor reads inputs): what the three statistics below read."""
+    return np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3) @ _LUM
+
+
+def display_luminance(display: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` display-encoded sRGB -> ``(N, h*w)``: :func:`luminance` of its linear values (display values
+    clipped to [0, 1] first, as the renderer's output is) in one compiled pass, the sRGB curve evaluated by
+    ``vecmath.pow_f32``: the level rule reads every render of its searches this way (5x faster than decoding with
+    numpy, within 3e-7)."""
+    flat = np.ascontiguousarray(display, np.float32).reshape(-1)
+    out = np.empty(len(flat) // 3, np.float32)
+    _display_lum(flat, np.empty_like(flat), out)
+    return out.reshape(len(display), -1)
+
+
+@numba.njit(cache=True, inline="always", fastmath={"contract"}, error_model="numpy")
+def _decode(v):
+    a = clamp(v, np.float32(0.0), np.float32(1.0))
+    curve = pow_f32((a + _SRGB_A) * _SRGB_A_INV, _SRGB_GAMMA)  # both sides computed: the select vectorises
+    return fmin(a * _SRGB_SLOPE_INV if a <= _SRGB_KNEE else curve, np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def _display_lum(flat, linear, out):
+    for i in range(flat.size):  # one flat loop (vectorised), then the weighted sums: 5x the speed of one
+        linear[i] = _decode(flat[i])  # loop over pixels decoding 3 channels each
+    for i in range(out.size):
+        out[i] = _LUM_R * linear[3 * i] + _LUM_G * linear[3 * i + 1] + _LUM_B * linear[3 * i + 2]
+
+
+def _log2_brightness(lum: np.ndarray) -> np.ndarray:
     return np.log2(np.maximum(lum.mean(1, dtype=np.float64), _FLOOR))
 
 
-def log2_white(linear: np.ndarray) -> np.ndarray:
-    """``(N, h, w, 3)`` linear RGB -> ``(N,)`` log2 white level: the 99.5th percentile of luminance (values clipped
-    to [0, 1]; linear interpolation between the two order statistics around it, as ``np.quantile`` and
-    ``torch.quantile`` do, by a partial sort: np.quantile's own overhead was a third of the level rule's time)."""
-    lum = np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3) @ _LUM
+def _log2_white(lum: np.ndarray) -> np.ndarray:
     pos = WHITE_QUANTILE * (lum.shape[1] - 1)
     k = min(int(pos), lum.shape[1] - 2) if lum.shape[1] > 1 else 0
     part = np.partition(lum, (k, k + 1), axis=1) if lum.shape[1] > 1 else np.concatenate([lum, lum], 1)
@@ -72,17 +103,41 @@ def log2_white(linear: np.ndarray) -> np.ndarray:
     return np.log2(np.maximum(q, _FLOOR))
 
 
+def _log2_contrast(lum: np.ndarray) -> np.ndarray:
+    flat = np.ascontiguousarray(lum, np.float32).reshape(-1)
+    logs = np.empty(len(flat), np.float64)
+    _log2_offset(flat, np.float32(CONTRAST_EPS), logs)
+    return logs.reshape(lum.shape).std(1)  # numpy's two passes: a flat frame's contrast is exactly 0
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def _log2_offset(flat, eps, out):  # np.log2(flat + eps), vectorised (vecmath's log2: within 2e-7)
+    for i in range(flat.size):
+        out[i] = log2_f32(flat[i] + eps)
+
+
+def log2_brightness(linear: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` linear RGB -> ``(N,)`` log2 mean :func:`luminance`."""
+    return _log2_brightness(luminance(linear))
+
+
+def log2_white(linear: np.ndarray) -> np.ndarray:
+    """``(N, h, w, 3)`` linear RGB -> ``(N,)`` log2 white level: the 99.5th percentile of :func:`luminance` (linear
+    interpolation between the two order statistics around it, as ``np.quantile`` and ``torch.quantile`` do, by a
+    partial sort: np.quantile's own overhead was a third of the level rule's time)."""
+    return _log2_white(luminance(linear))
+
+
 def log2_contrast(linear: np.ndarray) -> np.ndarray:
     """``(N, h, w, 3)`` linear RGB -> ``(N,)`` contrast: the standard deviation of ``log2(luminance + 1e-3)`` in
-    stops (values clipped to [0, 1]): how far apart the image's tones are, all but unchanged by an exposure gain."""
-    lum = np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3).astype(np.float64) @ _LUM.astype(np.float64)
-    return np.log2(lum + CONTRAST_EPS).std(1)
+    stops (:func:`luminance`): how far apart the image's tones are, all but unchanged by an exposure gain."""
+    return _log2_contrast(luminance(linear))
 
 
 def display_level(display: np.ndarray) -> np.ndarray:
     """``(N, h, w, 3)`` display-encoded sRGB -> ``(N,)`` level: mean of log2 brightness and log2 white level."""
-    lin = srgb_to_linear(display)  # clipped to [0, 1] first, as the renderer's output is
-    return 0.5 * (log2_brightness(lin) + log2_white(lin))
+    lum = display_luminance(display)
+    return 0.5 * (_log2_brightness(lum) + _log2_white(lum))
 
 
 @dataclass(frozen=True)
@@ -197,14 +252,14 @@ class LevelRule:
             c[:, 0, 0] = np.exp2(gains.astype(np.float32))
             final = programs_batch(x0.copy(), ids, c)  # unclipped: the Contrast step reads what the renderer gives
             if want is None:
-                want = 0.5 * (self.mapped_contrast(x0) + log2_contrast(srgb_to_linear(final)))
+                want = 0.5 * (self.mapped_contrast(x0) + _log2_contrast(display_luminance(final)))
             # The Contrast filter is a lerp from its input to its amount-1 output (filters.py), so one render of
             # the step at amount 1 gives the output of every amount.
             delta = programs_batch(final.copy(), con_ids, _amount_consts(np.ones(n, np.float32))) - final
 
             def miss(rows: np.ndarray, a: np.ndarray) -> np.ndarray:  # contrast - want after a Contrast step
                 out = final[rows] + a.astype(np.float32)[:, None, None, None] * delta[rows]
-                return log2_contrast(srgb_to_linear(out)) - want[rows]
+                return _log2_contrast(display_luminance(out)) - want[rows]
 
             amounts = _solve(miss, n, 1.0, 0.3).astype(np.float32)
             amounts[np.abs(amounts) < MIN_CONTRAST] = 0.0
@@ -301,5 +356,5 @@ def with_contrast(steps: list, amount: float, target: float) -> list:
                                                                  "level_contrast": round(float(target), 4)})]
 
 
-__all__ = ["LevelRule", "added_by_rule", "display_level", "log2_brightness", "log2_contrast", "log2_white",
-           "with_contrast", "with_gain"]
+__all__ = ["LevelRule", "added_by_rule", "display_level", "display_luminance", "log2_brightness", "log2_contrast",
+           "log2_white", "luminance", "with_contrast", "with_gain"]

@@ -95,17 +95,34 @@ class Policy:
         self.actor.to(self.device)
         self._fused_trunks: FusedTrunks | None = None  # built by _fused() on first use
         self._fused_key: tuple = ()
+        self._rule_hash: tuple = (None, None)  # (level rule, its hash): computed once per rule, not per sequence
         # config.json's "level": the exposure retune every prediction gets (agent/level.py); None: none
         self.level_rule = LevelRule.from_dict(self.config["level"]) if self.config.get("level") else None
+
+    @property
+    def level_rule_hash(self) -> str | None:
+        """16 hex digits of the sha256 of the level rule's canonical JSON; None without a rule."""
+        rule = self.level_rule
+        if rule is None:
+            return None
+        if self._rule_hash[0] is not rule:
+            canonical = json.dumps(rule.to_dict(), sort_keys=True).encode()
+            self._rule_hash = (rule, hashlib.sha256(canonical).hexdigest()[:16])
+        return self._rule_hash[1]
 
     @property
     def identity(self) -> str:
         """What decides this policy's predictions: the weights' sha256, and its level rule's when it has one (two
         models with the same weights and different rules, e.g. after ``training.add_level``, predict differently)."""
-        if self.level_rule is None:
-            return self.content_hash
-        rule = json.dumps(self.level_rule.to_dict(), sort_keys=True).encode()
-        return f"{self.content_hash}+level-{hashlib.sha256(rule).hexdigest()[:16]}"
+        rule = self.level_rule_hash
+        return self.content_hash if rule is None else f"{self.content_hash}+level-{rule}"
+
+    @property
+    def sequence_model(self) -> dict:
+        """The ``"model"`` entry of the sequences this policy predicts: name, weights sha256 and, with a level
+        rule, its hash (``level_rule``), so a sequence names everything that decided it."""
+        rule = self.level_rule_hash
+        return {"name": self.name, "sha256": self.content_hash, **({"level_rule": rule} if rule else {})}
 
     # --- construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -356,7 +373,7 @@ class Policy:
                 proxies.append(finished[i])
             # A sampled edit records the seed that reproduces it; a mean edit needs none ("dropout": false).
             how = {"seed": seeds[i]} if drop[i] else {"dropout": False}
-            seq = EditSequence(seq_steps, {"model": {"name": self.name, "sha256": self.content_hash}, **how})
+            seq = EditSequence(seq_steps, {"model": self.sequence_model, **how})
             out.append(Prediction(seq, pr, proxies, seeds[i] if drop[i] else None))
         return out
 

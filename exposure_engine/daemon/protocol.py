@@ -299,10 +299,10 @@ def to_linear(a: np.ndarray, encoding: str, *, field: str = "image", copy: bool 
     Float input must be finite (NaN would silently poison every statistic the policy computes); a caller that
     checks the result itself (predict: ``resize_proxy``) passes ``check_finite=False``. ``copy=False`` returns
     linear float32 input as is (read-only when it views a frame)."""
-    from ..imageio.transfer import decode_integer, srgb_to_linear
+    from ..imageio.transfer import decode_integer, srgb_to_linear, srgb_to_linear_exact
 
     if a.dtype.kind == "u":
-        return decode_integer(a, srgb_to_linear if encoding == "srgb" else (lambda v: v))
+        return decode_integer(a, srgb_to_linear_exact if encoding == "srgb" else (lambda v: v))
     if check_finite and not np.isfinite(a).all():
         raise ProtocolError(Code.BAD_IMAGE, f"{field} contains NaN or infinite values")
     if encoding == "srgb":

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..imageio.transfer import srgb_to_linear
 from . import baselines as B
 from . import metrics as M
 from . import report as R
@@ -322,8 +323,6 @@ def exposure_oracle(style: S.Style, clean: np.ndarray, ev: float, input_lum: flo
 
 def display_log2_brightness(display: np.ndarray) -> float:
     """log2 mean linear luminance of a display sRGB image (what brightness means for outputs and truths here)."""
-    from ..training.unprocess import srgb_to_linear
-
     return float(np.log2(mean_luminance(srgb_to_linear(display))))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..imageio.transfer import srgb_to_linear
+
 # sRGB primaries -> CIE XYZ (D65), IEC 61966-2-1; rows X, Y, Z.
 RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
                        [0.2126729, 0.7151522, 0.0721750],
@@ -16,18 +18,6 @@ XYZ_TO_RGB = np.linalg.inv(RGB_TO_XYZ)
 D65_WHITE = RGB_TO_XYZ.sum(axis=1)  # XYZ of RGB (1, 1, 1)
 _EPS = 216.0 / 24389.0
 _KAPPA = 24389.0 / 27.0
-
-
-def srgb_decode(v: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear, float64 (the exact piecewise curve)."""
-    v = np.clip(np.asarray(v, np.float64), 0.0, 1.0)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def srgb_encode(v: np.ndarray) -> np.ndarray:
-    """Linear values -> sRGB-encoded, float64, clipped to [0, 1]."""
-    v = np.clip(np.asarray(v, np.float64), 0.0, 1.0)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
 def linear_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -52,7 +42,7 @@ def lab_to_linear(lab: np.ndarray) -> np.ndarray:
 
 def srgb_to_lab(display: np.ndarray) -> np.ndarray:
     """Display sRGB ``(..., 3)`` in [0, 1] -> CIELAB ``(..., 3)`` float64."""
-    return linear_to_lab(srgb_decode(display))
+    return linear_to_lab(srgb_to_linear(np.clip(display, 0.0, 1.0), np.float64))
 
 
 def rgb_to_hls(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

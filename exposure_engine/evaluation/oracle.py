@@ -57,6 +57,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..imageio.transfer import srgb_to_linear
 from ..training.anchor import BrightnessAnchor
 from . import benchmark as BM
 from . import metrics as M
@@ -76,7 +77,6 @@ def with_gains(output: np.ndarray, *, brightness: float | None = None, like: np.
     ``brightness`` (one gain for all channels; ``None``: its own) and, with ``like``, the mean colour (chroma of the
     channel means) of the display image ``like``: what following a predictor of brightness or colour exactly gives."""
     from ..training import error_split as E
-    from ..training.unprocess import srgb_to_linear
 
     have = E.channel_means(srgb_to_linear(output))
     chroma = None if like is None else E.log2_chroma(E.channel_means(srgb_to_linear(like)))
@@ -158,7 +158,6 @@ def corrected(output: np.ndarray, truth: np.ndarray, *, per_channel: bool) -> np
     i.e. each channel's mean (True): its error minus brightness (or mean colour). The same correction as the shipped
     model's held-out study (``training.error_split``)."""
     from ..training import error_split as E
-    from ..training.unprocess import srgb_to_linear
 
     return with_gains(output, brightness=E.log2_brightness(E.channel_means(srgb_to_linear(truth))),
                       like=truth if per_channel else None)

@@ -21,8 +21,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..imageio.transfer import linear_to_srgb
 from ..sequence import EditSequence, Step
-from .colour import hls_to_rgb, lab_to_linear, linear_to_lab, rgb_to_hls, srgb_encode
+from .colour import hls_to_rgb, lab_to_linear, linear_to_lab, rgb_to_hls
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,14 @@ def teal_orange(linear: np.ndarray) -> np.ndarray:
     chroma_gain = 0.85 + 0.15 * np.abs(2.0 * t - 1.0)      # mid-tones lose up to 15 % chroma
     a = lab[..., 1] * chroma_gain - 9.0 * shadow + 7.0 * highlight
     b = lab[..., 2] * chroma_gain - 14.0 * shadow + 16.0 * highlight
-    return srgb_encode(lab_to_linear(np.stack([L, a, b], axis=-1))).astype(np.float32)
+    return linear_to_srgb(lab_to_linear(np.stack([L, a, b], axis=-1)), np.float64, clip=True).astype(np.float32)
 
 
 def faded_matte(linear: np.ndarray) -> np.ndarray:
     """A faded print in HLS: lightness through a matte curve (blacks lifted to 0.12, whites capped at 0.94), saturation
     cut by 35 % and by a further 40 % on blues and cyans (hue-selective, which no per-channel curve can do), hue
     nudged 3 % towards yellow."""
-    display = srgb_encode(np.clip(linear, 0.0, None))
+    display = linear_to_srgb(linear, np.float64, clip=True)
     h, light, sat = rgb_to_hls(display)
     light = 0.12 + 0.82 * (light ** 0.9)
     blue = np.exp(-((((h - 0.6) + 0.5) % 1.0 - 0.5) / 0.12) ** 2)  # a bump over cyan (0.5) to blue (0.67) hues
@@ -114,7 +115,7 @@ def original(linear: np.ndarray) -> np.ndarray:
     :func:`exposure_engine.training.unprocess.unprocess` undoes, so a photo's clean linear version comes back as the
     photo. The targets are then the photos themselves, as for the shipped model (``exposure-engine train
     --split-from``), which lets the bench score that model on its held-out inputs."""
-    y = srgb_encode(linear)
+    y = linear_to_srgb(linear, np.float64, clip=True)
     return (y * y * (3.0 - 2.0 * y)).astype(np.float32)
 
 

@@ -17,8 +17,8 @@ import re
 
 import numpy as np
 
+from ..imageio.transfer import srgb_to_linear_exact
 from ..sequence import EditSequence, as_sequence
-from .darktable import srgb_eotf
 
 DEFAULT_SIZE = 33
 MAX_SIZE = 256  # darktable's lut3d refuses larger cubes
@@ -37,7 +37,7 @@ def sequence_lut(sequence: EditSequence | dict | str, size: int = DEFAULT_SIZE) 
 
     if not 2 <= size <= MAX_SIZE:
         raise ValueError(f"LUT size must be in 2..{MAX_SIZE}, got {size}")
-    linear = srgb_eotf(lattice(size)).astype(np.float32).reshape(size * size, size, 3)
+    linear = srgb_to_linear_exact(lattice(size)).reshape(size * size, size, 3)
     return render(linear, as_sequence(sequence), clip=True).reshape(size, size, size, 3)
 
 

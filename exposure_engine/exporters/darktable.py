@@ -40,6 +40,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .. import filters as F
+from ..imageio.transfer import srgb_to_linear
 from ..sequence import EditSequence, Step
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,24 +244,12 @@ def pack_lut3d(cube_file: str, *, colorspace: int = 0) -> bytes:
 # Curves: nodes for darktable's 20-node monotone Hermite rgbcurve
 
 
-def srgb_eotf(v: np.ndarray) -> np.ndarray:
-    """sRGB decoding (display value -> linear light), IEC 61966-2-1."""
-    v = np.asarray(v, dtype=np.float64)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def srgb_oetf(x: np.ndarray) -> np.ndarray:
-    """sRGB encoding (linear light -> display value)."""
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, None)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
-
-
 # Knots of the display decoding curve: denser where the EOTF bends most (near black), 20 nodes in all.
 _DECODE_X = np.concatenate([[0.0, 0.02, 0.04045], np.linspace(0.08, 1.0, 17)])
 
 
 def decode_nodes() -> list[tuple[float, float]]:
-    return [(float(x), float(y)) for x, y in zip(_DECODE_X, srgb_eotf(_DECODE_X))]
+    return [(float(x), float(y)) for x, y in zip(_DECODE_X, srgb_to_linear(_DECODE_X, np.float64))]
 
 
 def segment_curve_nodes(slopes: Sequence[float]) -> list[tuple[float, float]]:

@@ -50,6 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import filters as F
+from ..imageio.transfer import linear_to_srgb, srgb_to_linear
 from ..sequence import EditSequence, as_sequence
 
 FORMAT = "exposure-gimp-plan"
@@ -94,8 +95,7 @@ def _curves(channel: str, values: list[float]) -> dict:
 def display_encoding_samples() -> list[float]:
     """The sRGB EOTF sampled on [0, 1]: stored linear value that GIMP displays as the encoded value x."""
     x = np.linspace(0.0, 1.0, CURVE_SAMPLES)
-    y = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    return [round(float(v), CURVE_DECIMALS) for v in y]
+    return [round(float(v), CURVE_DECIMALS) for v in srgb_to_linear(x, np.float64)]
 
 
 def _white_balance_ops(gains: list[float]) -> list[dict]:
@@ -195,7 +195,6 @@ def simulate(image: np.ndarray, the_plan: dict) -> np.ndarray:
     integration test checks GIMP itself.
     """
     from ..renderer import render
-    from ..imageio.transfer import linear_to_srgb
 
     x = np.asarray(image, np.float64).copy()
     for layer in the_plan["layers"]:

@@ -18,7 +18,7 @@ import numpy as np
 from . import icc as _icc
 from .errors import ImageReadError, check_dimensions, check_readable_file, resolve_max_pixels
 from .photo import EXIF_ORIENTATION, Photo, apply_orientation, clean_exif
-from .transfer import decode_integer, srgb_to_linear
+from .transfer import decode_integer, srgb_to_linear_exact
 
 ENCODINGS = ("auto", "srgb", "linear")
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
@@ -283,7 +283,7 @@ def to_linear(a: np.ndarray, path: Path, icc: bytes | None, input_encoding: str,
     elif input_encoding == "linear" or (input_encoding == "auto" and is_float and profile is None):
         curves = [identity] * a.shape[2]
     else:
-        curves = [srgb_to_linear] * a.shape[2]
+        curves = [srgb_to_linear_exact] * a.shape[2]
 
     out = np.empty(a.shape[:2] + (3,), np.float32)
     for c in range(a.shape[2]):

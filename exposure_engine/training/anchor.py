@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import filters as F
+from ..imageio import transfer as T
 
 _FLOOR = 1e-6  # luminance floor: a black image has brightness log2(1e-6), not -inf
 WHITE_QUANTILE = 0.995  # the white level: luminance under which 99.5 % of a photo's pixels lie
@@ -51,9 +52,11 @@ def _white(x: torch.Tensor) -> torch.Tensor:
 
 
 def _decode(img: torch.Tensor) -> torch.Tensor:
-    """Display-encoded sRGB -> linear, exactly, values clipped to [0, 1] as the renderer's output is."""
+    """Display-encoded sRGB -> linear, values clipped to [0, 1] as the renderer's output is: the differentiable
+    copy of :func:`exposure_engine.imageio.transfer.srgb_to_linear` (the same constants)."""
     y = img.clamp(0.0, 1.0)
-    return torch.where(y <= 0.04045, y / 12.92, ((y + 0.055) / 1.055).clamp_min(1e-12) ** 2.4)
+    return torch.where(y <= T.DECODE_KNEE, y / T.SRGB_SLOPE,
+                       ((y + T.SRGB_A) / (1 + T.SRGB_A)).clamp_min(1e-12) ** T.SRGB_GAMMA)
 
 
 def linear_log2_brightness(img: torch.Tensor) -> torch.Tensor:

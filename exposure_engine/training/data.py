@@ -18,7 +18,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .unprocess import UnprocessRanges, random_params, srgb_to_linear, unprocess
+from ..imageio.transfer import srgb_to_linear
+from .unprocess import UnprocessRanges, random_params, unprocess
 
 RAW_EXTS = {".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2", ".pef",
             ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".raw"}
@@ -327,4 +328,4 @@ def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, 
 
 
 __all__ = ["DataError", "Dataset", "ProxySampler", "build_crops", "list_images", "load_input", "load_target",
-           "random_square_crops", "split_photos", "srgb_to_linear", "ValidationPairs", "validation_pairs"]
+           "random_square_crops", "split_photos", "ValidationPairs", "validation_pairs"]

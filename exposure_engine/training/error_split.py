@@ -52,9 +52,9 @@ import numpy as np
 from .. import filters as F
 from ..agent.level import CONTRAST_EPS
 from ..agent.level import log2_contrast as level_log2_contrast, log2_white as level_log2_white
+from ..imageio.transfer import linear_to_srgb, srgb_to_linear
 from .anchor import BrightnessAnchor
 from .holdout import EVAL_SEED, print_json, raw_like_draw
-from .unprocess import linear_to_srgb, srgb_to_linear
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
@@ -95,7 +95,7 @@ def gains_to(means: np.ndarray, *, brightness: float | None = None, chroma: np.n
 
 def apply_gains(srgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Display sRGB ``(H,W,3)`` -> the same with its linear channels multiplied by ``gains``, clipped to [0, 1]."""
-    return linear_to_srgb(srgb_to_linear(srgb) * gains)  # both clip to [0, 1]
+    return linear_to_srgb(srgb_to_linear(srgb) * gains, clip=True)
 
 
 def log2_saturation(linear: np.ndarray) -> float:
@@ -111,7 +111,7 @@ def scale_chroma(srgb: np.ndarray, factor: float) -> np.ndarray:
     """Display sRGB -> the same with each linear pixel's distance from its luminance times ``factor`` (clipped)."""
     lin = srgb_to_linear(srgb)
     lum = (lin @ _LUM.astype(np.float32))[..., None]
-    return linear_to_srgb(lum + np.float32(factor) * (lin - lum))
+    return linear_to_srgb(lum + np.float32(factor) * (lin - lum), clip=True)
 
 
 def log2_contrast(linear: np.ndarray) -> float:
@@ -125,7 +125,7 @@ def scale_contrast(srgb: np.ndarray, factor: float) -> np.ndarray:
     lin = srgb_to_linear(srgb)
     lum = np.maximum(lin @ _LUM.astype(np.float32), 0.0) + np.float32(CONTRAST_EPS)
     mean = np.float32(np.exp(np.log(lum).mean()))
-    return linear_to_srgb(lin * ((mean * (lum / mean) ** np.float32(factor)) / lum)[..., None])
+    return linear_to_srgb(lin * ((mean * (lum / mean) ** np.float32(factor)) / lum)[..., None], clip=True)
 
 
 def _factor_to(srgb: np.ndarray, target: float, statistic, transform, lo: float, hi: float, side: int,

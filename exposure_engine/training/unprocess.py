@@ -21,19 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..imageio.transfer import srgb_to_linear
+
 LUM = np.array([0.27, 0.67, 0.06], np.float32)  # the paper's luminance weights (filters.LUM_*)
-
-
-def srgb_to_linear(y: np.ndarray) -> np.ndarray:
-    """Exact inverse sRGB transfer curve of values in [0, 1] (float32 in, float32 out)."""
-    y = np.clip(np.asarray(y, np.float32), 0.0, 1.0)
-    return np.where(y <= 0.04045, y / 12.92, ((y + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """sRGB transfer curve of linear values, clipped to [0, 1]."""
-    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 from dtcompare import chart, delta_e, engine_render, read_image, write_png  # noqa: E402
 
 from exposure_engine.exporters import export  # noqa: E402
-from exposure_engine.exporters.darktable import srgb_eotf  # noqa: E402
+from exposure_engine.imageio.transfer import srgb_to_linear  # noqa: E402
 from exposure_engine.installers import darktable as installer  # noqa: E402
 
 DT_CLI = shutil.which("darktable-cli")
@@ -290,7 +290,7 @@ def test_plugin_applies_a_sequence_file_as_one_named_module_per_step(gui_session
 def _engine_on(encoded: np.ndarray, sequence: dict) -> np.ndarray:
     from exposure_engine.renderer import render
 
-    return render(srgb_eotf(encoded).astype(np.float32), sequence).astype(np.float64)
+    return render(srgb_to_linear(encoded), sequence).astype(np.float64)
 
 
 def test_plugin_exact_mode_installs_the_lut_and_matches_the_engine(gui_session):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exposure_engine.exporters import darktable as dt
+from exposure_engine.imageio.transfer import srgb_to_linear
 
 DARKTABLE_CLI = shutil.which("darktable-cli")
 
@@ -35,7 +35,7 @@ def chart(size: int = 96, seed: int = 0) -> np.ndarray:
 
 def srgb_to_lab(enc: np.ndarray) -> np.ndarray:
     """sRGB-encoded [0,1] ``(..., 3)`` -> CIELAB (D65 white)."""
-    lin = dt.srgb_eotf(np.clip(enc, 0, 1))
+    lin = srgb_to_linear(np.clip(enc, 0, 1), np.float64)
     m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
                   [0.0193339, 0.1191920, 0.9503041]])
     xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
@@ -84,5 +84,5 @@ def engine_render(img_u8: np.ndarray, sequence) -> np.ndarray:
     """exposure_engine.render on the PNG decoded to linear light: display-encoded float64 ``(H, W, 3)``."""
     from exposure_engine.renderer import render
 
-    lin = dt.srgb_eotf(img_u8.astype(np.float64) / 255.0).astype(np.float32)
+    lin = srgb_to_linear(img_u8.astype(np.float64) / 255.0)
     return render(lin, sequence).astype(np.float64)
