@@ -121,7 +121,8 @@ def breakdown(policy, proxy: np.ndarray, runs: int) -> dict:
         from ..agent.networks import plane_values
 
         plain, packed = FusedTrunks(actor), FusedTrunks(actor)
-        on = packed.prepack()
+        chosen = "prepacked oneDNN" if FusedTrunks(actor).prepack() else "plain conv2d"  # what predict uses here
+        on = packed.prepack(only_if_faster=False)  # timed whichever is faster, to show both
         rgb8 = small.repeat(8, 1, 1, 1).contiguous()
         planes8 = plane_values(torch.zeros(8, dtype=torch.long), torch.zeros(8, F.N_FILTERS), a.n_steps)
         parts["fused trunks x8, plain conv2d"] = lambda: plain(rgb8, planes8)
@@ -130,6 +131,8 @@ def breakdown(policy, proxy: np.ndarray, runs: int) -> dict:
         for name, fn in parts.items():
             out[name] = timed(fn, runs, 3)
             print(_line(f"  {name}", out[name]))
+        out["fused trunks path"] = chosen
+        print(f"  (predict uses the {chosen} path on this machine: FusedTrunks.prepack keeps the faster)")
 
     gen = torch.Generator()
 

@@ -18,6 +18,8 @@ chroma ratios' errors) and by the PSNR of the model's output rescaled to it:
   the input's mean brightness could do;
 * ``target_median``: one value for every photo, the target half's median;
 * ``gray_world`` (chroma only): neutral channel means;
+* ``model_and_map`` (chroma only): the mean of ``model`` and ``quantile_map``, as the level rule averages two
+  readings of the level and of the contrast (docs/training.md: no better than ``model`` on the shipped model);
 * ``white_point`` (brightness only): the output moved by the gain that puts its white level (:func:`log2_white`,
   the 99.5th percentile of linear luminance) at the targets' median white level;
 * ``map_and_white_point``: the mean of ``quantile_map`` and ``white_point``, which is what the white-point anchor
@@ -203,7 +205,8 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                             "saturation_corrected", "contrast_corrected")}
     b_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median",
                                                       "white_point", "map_and_white_point", "paired_affine_white")}
-    c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median", "gray_world")}
+    c_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "model_and_map", "target_median",
+                                                      "gray_world")}
     s_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "target_median")}
     k_pred = {k: {"error": [], "psnr": []} for k in ("model", "quantile_map", "paired_affine", "target_median")}
     names = split["holdout_inputs"]
@@ -233,7 +236,9 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
                          ("paired_affine_white", float(affine_w @ [bx, log2_white(x), 1.0]))):
                 b_pred[k]["error"].append(abs(b - bg))
                 b_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, brightness=b)), srgb))
-            for k, c in (("model", log2_chroma(mo)), ("quantile_map", np.array([m.of_log2(v) for m, v in zip(c_map, cx)])),
+            c_mapped = np.array([m.of_log2(v) for m, v in zip(c_map, cx)])
+            for k, c in (("model", log2_chroma(mo)), ("quantile_map", c_mapped),
+                         ("model_and_map", 0.5 * (log2_chroma(mo) + c_mapped)),
                          ("target_median", c_med), ("gray_world", np.zeros(2))):
                 c_pred[k]["error"].append(float(np.abs(c - cg).sum()))
                 c_pred[k]["psnr"].append(M.psnr(apply_gains(out, gains_to(mo, chroma=c)), srgb))
