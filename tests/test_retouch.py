@@ -419,6 +419,7 @@ def test_bench_infer_reports_every_stage_as_json(model_dir, tmp_path, capsys):
         assert 0 < s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["max_ms"], stage
     assert "predict, chosen head only" in res["breakdown"]
     assert res["breakdown"]["fused trunks path"] in ("plain conv2d", "prepacked oneDNN")  # which one predict uses
+    assert res["machine"]["processor"] and res["machine"]["torch_cpu"]  # timings differ by CPU: it is named
     assert res["breakdown"]["sketch_matches_predict"] is True  # the faster loop it times makes the same choices
     w, h = res["image"]["width"], res["image"]["height"]
     assert abs(w * h - 50_000) < 1_000 and abs(w / h - 1.5) < 0.01

@@ -80,7 +80,6 @@ def measure(url: str, clients: int, requests: int, warmup: int, style: str | Non
 def run(args: argparse.Namespace) -> int:
     import json
     import os
-    import platform
     import shlex
     import subprocess
     import sys
@@ -90,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli import CLIError
     from ..daemon.client import Client, DaemonUnavailable
+    from . import cpu_name
 
     counts = [int(x) for x in args.clients.split(",") if x.strip()]
     if not counts or min(counts) < 1 or args.requests < 1 or args.repeat < 1:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
               f"(model {model.get('model')}, {str(model.get('content_hash'))[:12]}), "
               f"batch window {info['batching']['window_ms']:g} ms"
               f"{' (adaptive)' if info['batching'].get('adaptive') else ''}")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f} before")
         import numpy as np
 

@@ -20,6 +20,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable
 
+from . import cpu_name, torch_cpu
+
 if TYPE_CHECKING:  # numpy, torch and the kernels load inside run(): `exposure-engine --help` stays fast
     import numpy as np
 
@@ -198,13 +200,13 @@ def run(args: argparse.Namespace) -> int:
     res: dict = {
         "model": {"name": policy.name, "sha256": policy.content_hash, "arch": policy.arch.to_dict()},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "processor": cpu_name(), "torch_cpu": torch_cpu(),
                     "loadavg_1min_before": load[0]},
         "variants": args.variants,
     }
     print(f"model {policy.name} ({policy.content_hash[:12]}), widths {list(policy.arch.widths)}, "
-          f"proxy {policy.arch.proxy}, {policy.arch.n_steps} steps; {os.cpu_count()} CPUs, "
-          f"torch {torch.get_num_threads()} threads, load average {load[0]:.2f}")
+          f"proxy {policy.arch.proxy}, {policy.arch.n_steps} steps; {os.cpu_count()} CPUs ({cpu_name()}, "
+          f"torch kernels {torch_cpu()}), torch {torch.get_num_threads()} threads, load average {load[0]:.2f}")
 
     example = synthetic_image(0.25)  # any linear image: the proxy is all the policy sees
     proxy = make_proxy(example, STATE_SIZE)

@@ -286,14 +286,9 @@ def _measure_in_subprocess(impl: str, args: argparse.Namespace) -> dict:
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from . import cpu_name
+
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1_5_15": load, "python": platform.python_version(),
             "numpy": np.__version__, "numba": __import__("numba").__version__}
