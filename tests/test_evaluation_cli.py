@@ -433,8 +433,8 @@ def test_unknown_recipe_is_refused_before_any_work(photo_dir, tmp_path, capsys):
 
 def test_with_gains_moves_an_output_to_a_brightness_or_to_another_images_mean_colour_and_nothing_else():
     from exposure_engine.evaluation.oracle import with_gains
-    from exposure_engine.training import error_split as E
     from exposure_engine.imageio.transfer import linear_to_srgb, srgb_to_linear
+    from exposure_engine.training import error_split as E
 
     rng = np.random.default_rng(3)
     lin = rng.uniform(0.02, 0.4, (12, 12, 3)).astype(np.float32)
