@@ -195,15 +195,32 @@ def test_choosing_first_then_running_only_the_chosen_head_matches_the_full_forwa
 @pytest.mark.parametrize("packed_faster", [False, True])
 def test_prepacked_convolutions_are_kept_only_where_they_are_faster(monkeypatch, packed_faster):
     # On some CPUs (an AMD EPYC, Zen 2) oneDNN's prepacked primitives ran 13x slower than plain conv2d: prepack
-    # times both paths (the packed one first) and keeps the faster. The clock is replaced: no timing in tests.
+    # times both paths (the plain one first) and keeps the faster. The clock is replaced: no timing in tests.
     from exposure_engine.agent.fused import FusedTrunks
 
     fused = FusedTrunks(Policy.random(seed=4, **SMALL).actor)
     if not fused.prepack(only_if_faster=False):
         pytest.skip("no prepacked oneDNN path in this torch build")
-    times = iter([1.0, 2.0] if packed_faster else [2.0, 1.0])
-    monkeypatch.setattr(FusedTrunks, "_median_seconds", lambda self, probe: next(times))
+    times = iter([2.0, 1.0] if packed_faster else [1.0, 2.0])  # plain, then packed
+    monkeypatch.setattr(FusedTrunks, "_median_seconds", lambda self, probe, give_up=None: next(times))
     assert fused.prepack() is packed_faster and (fused._packed is not None) is packed_faster
+
+
+def test_timing_a_path_stops_at_its_first_call_slower_than_the_give_up_time(monkeypatch):
+    # prepack times the packed path with give_up = 2x the plain path's median: where it is 13x slower one call
+    # says so (the packed calls were nearly all of prepack's 0.13 s on that CPU). A fake clock: no real timing.
+    from exposure_engine.agent import fused as FU
+
+    clock, calls = [0.0], []
+    monkeypatch.setattr(FU.time, "perf_counter", lambda: clock[0])
+    def forward(self, *args):  # each call takes one fake second
+        calls.append(1)
+        clock[0] += 1.0
+
+    monkeypatch.setattr(FU.FusedTrunks, "forward", forward)
+    trunks = FU.FusedTrunks(Policy.random(seed=4, **SMALL).actor)
+    assert trunks._median_seconds((), give_up=0.5) == 1.0 and len(calls) == 1
+    assert trunks._median_seconds(()) == 1.0 and len(calls) == 1 + FU.SPEED_RUNS
 
 
 @pytest.mark.parametrize("prepack", [False, True])
