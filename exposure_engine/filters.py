@@ -35,6 +35,7 @@ from .vecmath import clamp, cos_pi, fmax, fmin, pow_f32
 
 # Luminance weights used by the paper (not Rec.709's): lum(p) = 0.27 R + 0.67 G + 0.06 B.
 LUM_R, LUM_G, LUM_B = 0.27, 0.67, 0.06
+LUM = np.array([LUM_R, LUM_G, LUM_B], np.float32)  # the same weights as a vector, for ``image @ LUM``
 CURVE_SEGMENTS = 8  # L in the paper's piecewise-linear curve
 GAMMA_FLOOR = 0.001  # gamma's max(img, 0.001): keeps pow differentiable at 0
 CONTRAST_EPS = 1e-6

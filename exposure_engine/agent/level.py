@@ -42,8 +42,7 @@ from ..renderer import prepared_constants, programs_batch
 from ..training.anchor import WHITE_QUANTILE, BrightnessAnchor
 from ..vecmath import clamp, fmin, log2_f32, pow_f32
 
-_LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float32)
-_LUM_R, _LUM_G, _LUM_B = _LUM
+_LUM_R, _LUM_G, _LUM_B = F.LUM  # float32 scalars for the compiled read
 # The sRGB curve's constants (imageio/transfer.py) as float32, for the compiled decoding in display_luminance
 _SRGB_A, _SRGB_A_INV, _SRGB_GAMMA = np.float32(T.SRGB_A), np.float32(1 / (1 + T.SRGB_A)), np.float32(T.SRGB_GAMMA)
 _SRGB_SLOPE_INV, _SRGB_KNEE = np.float32(1 / T.SRGB_SLOPE), np.float32(T.DECODE_KNEE)
@@ -62,7 +61,7 @@ CONTRAST_ROUNDS = 2  # contrast, then level, twice: the second round corrects wh
 def luminance(linear: np.ndarray) -> np.ndarray:
     """``(N, h, w, 3)`` linear RGB -> ``(N, h*w)`` float32 luminance of the values clipped to [0, 1] (as the
     brightness anchor reads inputs): what the three statistics below read."""
-    return np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3) @ _LUM
+    return np.clip(linear, 0.0, 1.0).reshape(len(linear), -1, 3) @ F.LUM
 
 
 def display_luminance(display: np.ndarray) -> np.ndarray:

@@ -187,6 +187,7 @@ def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, 
 
     from ..agent.policy import Policy
     from ..evaluation import baselines as B
+    from ..filters import LUM
     from ..imageio.load import load_image
     from ..imageio.proxy import make_proxy
     from ..renderer import render
@@ -207,7 +208,7 @@ def raw_before_after(model: str | Path, raw: str | Path, figure: str | Path, *, 
         tiles.append(t)
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(figure), np.concatenate(tiles, 1))
-    lum = np.clip(out, 0, 1) @ np.array([0.27, 0.67, 0.06], np.float32)
+    lum = np.clip(out, 0, 1) @ LUM
     return {"raw": str(raw), "figure": str(figure), "steps": pred.sequence.labels(),
             "output_mean_luminance": round(float(lum.mean()), 3),
             "output_clipped_fraction": round(float((out >= 1.0).any(-1).mean()), 4)}

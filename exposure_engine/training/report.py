@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..filters import FILTERS
+from ..filters import FILTERS, LUM
 
-LUM = np.array([0.27, 0.67, 0.06], np.float32)
 BINS = 32
 
 

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..filters import LUM
 from ..imageio.transfer import srgb_to_linear
-
-LUM = np.array([0.27, 0.67, 0.06], np.float32)  # the paper's luminance weights (filters.LUM_*)
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:
