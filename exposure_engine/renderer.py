@@ -67,7 +67,10 @@ def _kernel_code_digest() -> str:
 def _make_steps(sources_digest: str):
     # No fastmath: the pixel kernels numba inlines here round exactly as the torch formulas do (no FMA), which
     # keeps e.g. curve(1.0) == 1.0 where torch has it. vecmath's pow_f32 keeps its own FMA contraction.
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    # fastmath=False is set, not left out: numba compiles a callee that leaves it out with its first caller's
+    # flags, and caches it so (agent/level.py's kernels, which call this one, contract: measured, 4,304 of
+    # 38,400 values of a render then differed by up to 3.6e-7, in that process and every later one).
+    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
     def _steps(buf, n, ids, consts):
         """Run every step over the planar buffer ``buf`` (float32 ``(3 * CHUNK,)``: R, G, B planes; the
         first ``n`` pixels of each used) in place. One loop per step: the filter is chosen once per chunk,
@@ -206,6 +209,10 @@ _SOURCES_DIGEST = _kernel_code_digest()
 _steps = _make_steps(_SOURCES_DIGEST)  # a module global: _render_rows calls it by name
 _render_rows = _make_render_rows(_SOURCES_DIGEST)
 _step_batch = _make_step_batch(_SOURCES_DIGEST)
+# For compiled code elsewhere that runs programs on planar CHUNK buffers as _step_batch does (agent/level.py's
+# render-and-read kernels): the step loop, and the digest their cache keys must hold (as _make_render_rows').
+steps_kernel = _steps
+KERNEL_DIGEST = _SOURCES_DIGEST
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

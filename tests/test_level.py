@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from exposure_engine import filters as F
+from exposure_engine.agent import level as L
 from exposure_engine.agent.level import (LevelRule, display_level, log2_brightness, log2_contrast, log2_white,
                                          with_gain)
 from exposure_engine.agent.policy import ModelError, Policy
 from exposure_engine.imageio.transfer import srgb_to_linear
+from exposure_engine import renderer as R
 from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence, Step
 from exposure_engine.training import data as D
@@ -138,6 +140,65 @@ def test_the_found_gain_puts_every_output_at_its_level(program):
     for i in range(len(x)):
         out = render(x[i], EditSequence(with_gain(seq.steps, d[i])[0]))
         assert display_level(out[None])[0] == pytest.approx(rule.targets(x[i:i + 1])[0], abs=0.002)
+
+
+def _random_programs(n: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (n, 1 + length), consts (n, 1 + length, K))``: an Exposure step (constant 0, the search's slot) in
+    front of random programs of all eight filters with parameters the policy can produce."""
+    ids = np.zeros((n, 1 + length), np.int32)
+    consts = np.zeros((n, 1 + length, F.MAX_KERNEL_CONSTS), np.float32)
+    ids[:, 0] = F.get("exposure").index
+    for i in range(n):
+        for t in range(1, 1 + length):
+            f = F.FILTERS[rng.integers(F.N_FILTERS)]
+            packed = f.params_from_raw(torch.as_tensor(rng.uniform(-3, 3, f.n_raw))[None])[0].numpy()
+            ids[i, t] = f.index
+            consts[i, t] = R.prepared_constants([f.index], packed[None].astype(np.float32))[0]
+    return ids, consts
+
+
+@pytest.mark.parametrize("size", [(64, 64), (31, 45), (1, 1)])  # the proxy; chunks and a partial one; one pixel
+def test_the_searches_fused_reads_equal_rendering_then_reading(size):
+    # The searches read each candidate without making its image (level._make_search_reads): what they read must be
+    # what display_level and log2 contrast read off the render itself.
+    rng = np.random.default_rng(3)
+    x = np.ascontiguousarray(_scenes(12, seed=3)[:, : size[0], : size[1]])
+    ids, consts = _random_programs(len(x), 4, rng)
+    rows = np.array([11, 0, 5, 7], np.int64)  # a subset, out of order, as the search's still-active rows
+    lead = np.exp2(rng.uniform(-3, 3, len(rows))).astype(np.float32)
+    fused = np.empty(len(rows))
+    L._render_levels(x, rows, ids, consts, lead, fused)
+    c = consts[rows].copy()
+    c[:, 0, 0] = lead
+    renders = R.programs_batch(x[rows].copy(), ids[rows], c)
+    np.testing.assert_allclose(fused, display_level(renders), rtol=0, atol=1e-9)
+
+    final = renders
+    delta = np.ascontiguousarray(rng.normal(0, 0.2, final.shape).astype(np.float32))
+    amounts = rng.uniform(-1, 1, len(rows)).astype(np.float32)
+    src = np.zeros((len(x), *final.shape[1:]), np.float32)
+    dsrc = np.zeros_like(src)
+    src[rows], dsrc[rows] = final, delta
+    contrasts = np.empty(len(rows))
+    L._lerp_contrasts(src, dsrc, rows, amounts, np.float32(L.CONTRAST_EPS), contrasts)
+    lerped = final + amounts[:, None, None, None] * delta
+    np.testing.assert_allclose(contrasts, L._log2_contrast(L.display_luminance(lerped)), rtol=0, atol=1e-9)
+
+
+def test_a_flat_frames_fused_contrast_is_exactly_zero():
+    flat = np.full((1, 64, 64, 3), 0.3, np.float32)
+    out = np.empty(1)
+    L._lerp_contrasts(flat, np.zeros_like(flat), np.array([0]), np.array([0.7], np.float32),
+                      np.float32(L.CONTRAST_EPS), out)
+    assert out[0] == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 200, 4096])
+def test_the_white_quantile_is_numpys_linear_quantile_ties_included(n):
+    rng = np.random.default_rng(n)
+    for v in (rng.random(n, dtype=np.float32), rng.integers(0, 4, n).astype(np.float32)):  # distinct; many ties
+        q = L._white_quantile(v, L.WHITE_QUANTILE * (n - 1))
+        assert q == pytest.approx(np.quantile(v.astype(np.float64), L.WHITE_QUANTILE), abs=1e-12)
 
 
 def test_an_output_that_cannot_reach_its_level_gets_the_closest_gain_and_a_black_frame_none():

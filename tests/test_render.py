@@ -436,3 +436,27 @@ print(torch.get_num_threads())
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["1"]
+
+
+@pytest.mark.slow
+def test_the_renders_rounding_does_not_depend_on_which_kernel_compiled_its_step_loop_first(tmp_path):
+    # numba compiles a callee that sets no fastmath with its first caller's flags and caches it so: the level
+    # rule's kernels (fastmath "contract") calling the step loop first made every later render of the process, and
+    # of every process using that cache, round with FMAs (3.6e-7 off). A fresh cache, the level rule first.
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np
+from exposure_engine import renderer as R
+from exposure_engine.agent import level as L
+from exposure_engine.benchmarks.render import COSTLY_SEQUENCE
+img = np.random.default_rng(0).random((64, 200, 3), dtype=np.float32)
+ids, consts = R.kernel_constants(R.as_sequence(COSTLY_SEQUENCE))
+L._render_levels(img[None], np.array([0]), ids[None], consts[None], np.ones(1, np.float32), np.empty(1))
+np.save({str(tmp_path / 'after_level.npy')!r}, R.render(img, COSTLY_SEQUENCE, clip=False))
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
+    img = np.random.default_rng(0).random((64, 200, 3), dtype=np.float32)
+    np.testing.assert_array_equal(np.load(tmp_path / "after_level.npy"), R.render(img, COSTLY_SEQUENCE, clip=False))

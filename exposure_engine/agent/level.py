@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import filters as F
 from ..imageio import transfer as T
-from ..renderer import prepared_constants, programs_batch
+from ..renderer import CHUNK, KERNEL_DIGEST, prepared_constants, programs_batch, steps_kernel
 from ..training.anchor import WHITE_QUANTILE, BrightnessAnchor
 from ..vecmath import clamp, fmin, log2_f32, pow_f32
 
@@ -48,6 +48,8 @@ _SRGB_A, _SRGB_A_INV, _SRGB_GAMMA = np.float32(T.SRGB_A), np.float32(1 / (1 + T.
 _SRGB_SLOPE_INV, _SRGB_KNEE = np.float32(1 / T.SRGB_SLOPE), np.float32(T.DECODE_KNEE)
 _EXPOSURE = F.get("exposure")  # the registry's entry (F.EXPOSURE itself has no index)
 _CONTRAST = F.get("contrast")
+# The renderer's planar buffer (R, G, B planes of CHUNK pixels) and its unsigned index constants
+_PR, _PG, _PB, _U1, _U2, _U3 = (np.uint64(v) for v in (0, CHUNK, 2 * CHUNK, 1, 2, 3))
 _FLOOR = 1e-6  # luminance floor, as the anchor's: a black image has level log2(1e-6), not -inf
 SEARCH_EV = 3.0  # the gain is searched within +-3 stops
 TOLERANCE = 0.001  # stops: the level (and the contrast) met to this (a stop's thousandth: nothing visible)
@@ -88,6 +90,117 @@ def _display_lum(flat, linear, out):
         linear[i] = _decode(flat[i])  # loop over pixels decoding 3 channels each
     for i in range(out.size):
         out[i] = _LUM_R * linear[3 * i] + _LUM_G * linear[3 * i + 1] + _LUM_B * linear[3 * i + 2]
+
+
+def _make_search_reads(digest: str):
+    # The reads of the level rule's searches, fused with what they read: a render of each program (level) or the
+    # lerp of a Contrast step (contrast) goes straight into its luminance and statistic, one image at a time,
+    # with no (N, h, w, 3) state made, copied or decoded in between: per round the same values as
+    # display_level(programs_batch(...)) and _log2_contrast(display_luminance(...)), within float rounding (the
+    # sums are sequential here, pairwise in numpy). The digest (renderer.KERNEL_DIGEST, a closure variable) keys
+    # the on-disk cache on the step kernels these run, as renderer._make_render_rows explains. Unsigned indices,
+    # as the renderer's: no negative-index wraparound check in the loops, so LLVM vectorises them.
+    @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+    def render_levels(x0, rows, ids, consts, lead, out):
+        """x0: ``(N, h, w, 3)`` float32 C-contiguous; for each r, image ``b = rows[r]`` through its program
+        ``ids[b]`` ``(T,)`` / ``consts[b]`` ``(T, K)`` with its first step's constant replaced by ``lead[r]`` (the
+        gain, 2^d, of :func:`_gained_program`'s Exposure); ``out[r]``: the render's :func:`display_level`."""
+        if len(digest) == 0:  # never true: references the digest so that it is part of the key
+            return
+        buf = np.zeros(3 * CHUNK, np.float32)  # zeros: a last, partial chunk's unused tail decodes as black
+        npx = x0.shape[1] * x0.shape[2]
+        lum = np.empty(npx, np.float32)
+        k = np.empty((consts.shape[1], consts.shape[2]), np.float32)
+        for r in range(rows.size):
+            b = rows[r]
+            k[:, :] = consts[b]
+            k[0, 0] = lead[r]
+            flat = x0[b].reshape(-1)
+            for p0 in range(0, npx, CHUNK):
+                n = min(CHUNK, npx - p0)
+                un = np.uint64(n)
+                row = flat[3 * p0:3 * (p0 + n)]
+                part = lum[p0:p0 + n]
+                for i in range(un):  # the renderer's planar layout: R, G, B planes of CHUNK each
+                    buf[_PR + i] = row[_U3 * i]
+                    buf[_PG + i] = row[_U3 * i + _U1]
+                    buf[_PB + i] = row[_U3 * i + _U2]
+                steps_kernel(buf, n, ids[b], k)
+                for i in range(np.uint64(3 * CHUNK)):  # whole planes (a fixed trip count), tail included: unused
+                    buf[i] = _decode(buf[i])
+                for i in range(un):
+                    part[i] = _LUM_R * buf[_PR + i] + _LUM_G * buf[_PG + i] + _LUM_B * buf[_PB + i]
+            total = 0.0
+            for i in range(npx):
+                total += lum[i]
+            white = _white_quantile(lum, WHITE_QUANTILE * (npx - 1))
+            out[r] = 0.5 * (np.log2(max(total / npx, _FLOOR)) + np.log2(max(white, _FLOOR)))
+
+    @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+    def lerp_contrasts(final, delta, rows, amounts, eps, out):
+        """For each r, image ``b = rows[r]``: ``out[r]`` = :func:`_log2_contrast` of the display luminance of
+        ``final[b] + amounts[r] * delta[b]`` (float32 ``(N, h, w, 3)`` C-contiguous both)."""
+        if len(digest) == 0:
+            return
+        npx = final.shape[1] * final.shape[2]
+        linear = np.empty(3 * npx, np.float32)
+        logs = np.empty(npx, np.float64)
+        for r in range(rows.size):
+            b = rows[r]
+            f, d, a = final[b].reshape(-1), delta[b].reshape(-1), amounts[r]
+            for i in range(np.uint64(3 * npx)):
+                linear[i] = _decode(_lerp(f[i], d[i], a))
+            for i in range(np.uint64(npx)):
+                logs[i] = log2_f32(_LUM_R * linear[_U3 * i] + _LUM_G * linear[_U3 * i + _U1]
+                                   + _LUM_B * linear[_U3 * i + _U2] + eps)
+            total = 0.0
+            for i in range(npx):
+                total += logs[i]
+            mean = total / npx
+            spread = 0.0
+            for i in range(npx):  # two passes, as numpy's std: a flat frame's contrast is exactly 0
+                spread += (logs[i] - mean) * (logs[i] - mean)
+            out[r] = np.sqrt(spread / npx)
+
+    return render_levels, lerp_contrasts
+
+
+# fastmath=False set, not left out: numba compiles a callee that leaves it out with its caller's fastmath flags
+# (lerp_contrasts' "contract" would fuse this into an FMA, one rounding where numpy's f + a * d has two).
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _lerp(f, d, a):
+    return f + a * d
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")  # interpolated without an FMA, as numpy
+def _white_quantile(v, pos):
+    """The quantile of ``v`` (float32 ``(n,)``) at ``pos = q (n - 1)``, interpolated between the order statistics
+    ``floor(pos)`` and the next as :func:`_log2_white` does, from a sorted buffer of the few largest values (the
+    white level's 99.5th percentile of 4096 pixels needs 22 of them) instead of a partial sort."""
+    n = v.size
+    if n == 1:
+        return np.float64(v[0])
+    k = min(int(pos), n - 2)
+    m = n - k  # top[0] is order statistic k, top[1] is k + 1
+    top = np.empty(m, np.float32)
+    for i in range(m):  # insertion sort of the first m values
+        x, j = v[i], i
+        while j > 0 and top[j - 1] > x:
+            top[j] = top[j - 1]
+            j -= 1
+        top[j] = x
+    for i in range(m, n):
+        x = v[i]
+        if x > top[0]:  # among the m largest so far: drop the smallest, insert x in order
+            j = 1
+            while j < m and top[j] < x:
+                top[j - 1] = top[j]
+                j += 1
+            top[j - 1] = x
+    return np.float64(top[0]) + (pos - k) * (np.float64(top[1]) - top[0])
+
+
+_render_levels, _lerp_contrasts = _make_search_reads(KERNEL_DIGEST)
 
 
 def _log2_brightness(lum: np.ndarray) -> np.ndarray:
@@ -194,17 +307,19 @@ class LevelRule:
         mapped = self.brightness_map.of_log2(log2_brightness(proxies))
         return 0.5 * (mapped + self.white_level)
 
-    def offsets(self, proxies: np.ndarray, filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray]
-                ) -> np.ndarray:
+    def offsets(self, proxies: np.ndarray, filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray], *,
+                prepared: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """The exposure gain (stops) to put in front of each program so that its output meets the rule.
 
         proxies: ``(N, h, w, 3)`` float32 linear inputs; per step t, ``filter_ids[t]`` ``(N,)`` and ``packed[t]``
-        ``(N, P)``: step t of each program (:func:`~exposure_engine.renderer.step_batch`'s layout). Returns ``(N,)``,
+        ``(N, P)``: step t of each program (:func:`~exposure_engine.renderer.step_batch`'s layout); ``prepared[t]``,
+        when the caller has them, the same steps' kernel constants (``renderer.prepared_constants``: not prepared
+        again). Returns ``(N,)``,
         within +-:data:`SEARCH_EV`, the level met to :data:`TOLERANCE` stops (an output that cannot reach its level
         gets the gain that comes closest: the bound, or 0 for a black frame, which no gain changes). The search:
         :func:`_solve`, about one stop of level per stop of gain (usually 3-4 renders instead of bisection's 14)."""
         x0 = np.ascontiguousarray(proxies, np.float32)
-        return self._gains(x0, *_gained_program(filter_ids, packed, len(x0)), self.targets(x0))
+        return self._gains(x0, *_gained_program(filter_ids, packed, len(x0), prepared), self.targets(x0))
 
     @staticmethod
     def _gains(x0: np.ndarray, ids: np.ndarray, consts: np.ndarray, want: np.ndarray,
@@ -212,11 +327,12 @@ class LevelRule:
         """:meth:`offsets` of programs already in :func:`_gained_program`'s form, to the levels ``want`` (a round
         renders the rows still searching in one pass, the gain going into the first step's constant, 2^d as
         Exposure's), the search starting from ``start`` (default 0)."""
+        ids, consts = np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(consts, np.float32)
 
         def miss(rows: np.ndarray, gains: np.ndarray) -> np.ndarray:  # level - want of the gained programs' outputs
-            c = consts[rows]
-            c[:, 0, 0] = np.exp2(gains.astype(np.float32))
-            return display_level(programs_batch(x0[rows], ids[rows], c)) - want[rows]
+            levels = np.empty(len(rows))
+            _render_levels(x0, rows, ids, consts, np.exp2(gains.astype(np.float32)), levels)
+            return levels - want[rows]
 
         return _solve(miss, len(x0), SEARCH_EV, 1.0, start)
 
@@ -226,8 +342,8 @@ class LevelRule:
             raise ValueError("this level rule has no contrast map")
         return self.contrast_map.of_log2(log2_contrast(proxies))
 
-    def retune(self, proxies: np.ndarray, filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray]
-               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def retune(self, proxies: np.ndarray, filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray], *,
+               prepared: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """``(gains, amounts, contrasts)``: the exposure gain in front of each program (stops, as :meth:`offsets`)
         and, with a contrast map, the amount of a Contrast step after it (``(N,)`` in [-1, 1]) and the contrast it
         gives the output (stops; both None without a map). Arguments as :meth:`offsets`.
@@ -239,7 +355,7 @@ class LevelRule:
         the contrast a little, so the output's contrast ends within a few hundredths of a stop of the one asked)."""
         x0 = np.ascontiguousarray(proxies, np.float32)
         n = len(x0)
-        ids, consts = _gained_program(filter_ids, packed, n)
+        ids, consts = _gained_program(filter_ids, packed, n, prepared)
         levels = self.targets(x0)
         gains = self._gains(x0, ids, consts, levels)
         if self.contrast_map is None:
@@ -257,8 +373,9 @@ class LevelRule:
             delta = programs_batch(final.copy(), con_ids, _amount_consts(np.ones(n, np.float32))) - final
 
             def miss(rows: np.ndarray, a: np.ndarray) -> np.ndarray:  # contrast - want after a Contrast step
-                out = final[rows] + a.astype(np.float32)[:, None, None, None] * delta[rows]
-                return _log2_contrast(display_luminance(out)) - want[rows]
+                contrasts = np.empty(len(rows))
+                _lerp_contrasts(final, delta, rows, a.astype(np.float32), np.float32(CONTRAST_EPS), contrasts)
+                return contrasts - want[rows]
 
             amounts = _solve(miss, n, 1.0, 0.3).astype(np.float32)
             amounts[np.abs(amounts) < MIN_CONTRAST] = 0.0
@@ -304,13 +421,15 @@ def _solve(miss, n: int, bound: float, slope: float, start: np.ndarray | None = 
     return best
 
 
-def _gained_program(filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray], n: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _gained_program(filter_ids: Sequence[np.ndarray], packed: Sequence[np.ndarray], n: int,
+                    prepared: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(ids (N, 1 + T), consts (N, 1 + T, K))`` of each row's program with an Exposure step in front (its constant
-    0: set ``consts[:, 0, 0] = 2^gain``), for :func:`~exposure_engine.renderer.programs_batch`."""
+    0: set ``consts[:, 0, 0] = 2^gain``), for :func:`~exposure_engine.renderer.programs_batch`; ``prepared``: the
+    steps' kernel constants when the caller has them."""
+    if prepared is None:
+        prepared = [prepared_constants(i, p) for i, p in zip(filter_ids, packed)]
     ids = np.stack([np.full(n, _EXPOSURE.index), *[np.asarray(i) for i in filter_ids]], 1).astype(np.int32)
-    consts = np.stack([np.zeros((n, F.MAX_KERNEL_CONSTS), np.float32),
-                       *[prepared_constants(i, p) for i, p in zip(filter_ids, packed)]], 1)
+    consts = np.stack([np.zeros((n, F.MAX_KERNEL_CONSTS), np.float32), *prepared], 1)
     return ids, consts
 
 

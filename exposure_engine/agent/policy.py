@@ -32,7 +32,7 @@ import torch
 from .. import filters as F
 from ..imageio.proxy import STATE_SIZE, resize_proxy  # noqa: F401  (defined beside make_proxy; re-exported)
 from ..sequence import EditSequence, Step
-from ..renderer import step_batch
+from ..renderer import prepared_constants, programs_batch, step_batch
 from .fused import FusedTrunks, pooled_input
 from .level import MIN_OFFSET_EV, LevelRule, with_contrast, with_gain
 from .networks import Actor, Arch, apply_chosen, encode, network_input, plane_values
@@ -302,7 +302,7 @@ class Policy:
         pooled = np.empty((n, 3, arch.proxy, arch.proxy), np.float32)
         img = None if on_cpu else torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(dev)
         used = torch.zeros(n, F.N_FILTERS, device=dev)
-        probs_all, choices, params = [], [], []
+        probs_all, choices, params, prepared = [], [], [], []  # prepared: each step's kernel constants
         for t in range(steps):
             step = torch.full((n,), t, dtype=torch.long, device=dev)
             # Both trunks at once (FusedTrunks), then choose, then only the chosen filters' parameter heads: the
@@ -320,9 +320,10 @@ class Policy:
             p = self.actor.params_from_features(f_par, choice, unit if masks is None else masks[:, t, 0])
             used[torch.arange(n, device=dev), choice] = 1.0
             choice_np, p_np = choice.cpu().numpy(), p.float().cpu().numpy()
+            prepared.append(prepared_constants(choice_np, p_np))  # once per step: the rule renders them again
             if on_cpu:
                 states[t + 1] = states[t]
-                step_batch(states[t + 1], choice_np, p_np)
+                programs_batch(states[t + 1], choice_np[:, None], prepared[t][:, None])  # step_batch's kernel
                 img = None
             else:
                 img = apply_chosen(img, choice, p)
@@ -333,7 +334,7 @@ class Policy:
 
         offsets, amounts, wanted = np.zeros(n), np.zeros(n, np.float32), None
         if level and self.level_rule is not None:
-            offsets, found, wanted = self.level_rule.retune(states[0], choices, params)
+            offsets, found, wanted = self.level_rule.retune(states[0], choices, params, prepared=prepared)
             offsets[np.abs(offsets) < MIN_OFFSET_EV] = 0.0
             amounts = amounts if found is None else found
         lead = states[0]  # the inputs with the level rule's gain (Exposure's float32 2^d)
@@ -341,7 +342,7 @@ class Policy:
             lead = states[0] * np.exp2(offsets.astype(np.float32))[:, None, None, None]
             for t in range(steps):
                 states[t + 1] = lead if t == 0 else states[t]
-                step_batch(states[t + 1], choices[t], params[t])
+                programs_batch(states[t + 1], choices[t][:, None], prepared[t][:, None])
         finished = None  # the states after the level rule's Contrast step (rows with one)
         if amounts.any():
             finished = states[steps].copy()
