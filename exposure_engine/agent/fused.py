@@ -17,7 +17,7 @@ loaded policy, exactly (up to float rounding; tests/test_agent.py compares with 
   Both trunks for a batch of 8 on the 2-core CPU this was written on: 1.5 ms instead of 2.7 ms (medians of 100,
   ``exposure-engine bench infer --breakdown``). Not on every CPU: on an AMD EPYC (Zen 2, AVX2) the same
   primitives took 21 ms against 1.6 ms for plain ``conv2d``, so :meth:`~FusedTrunks.prepack` times both paths and
-  keeps the faster.
+  keeps the packed one only where it is clearly faster, once per architecture in a process.
 
 * :func:`pooled_input` computes the trunks' RGB input straight from the NHWC proxy states the renderer kernels
   step (area reduction, bound, encoding: :func:`networks.network_input` and :func:`networks.encode` in one pass),
@@ -38,7 +38,14 @@ from torch.nn import functional as Fn
 
 from .networks import N_STATE_PLANES, Actor
 
-SPEED_RUNS = 5  # calls of each path FusedTrunks.prepack times, once per loaded policy
+SPEED_RUNS = 5  # calls of each path FusedTrunks.prepack times, once per architecture and process
+# The packed path is kept only when its median is under this fraction of the plain path's. The two paths round
+# differently (~1e-7), so a close call decided by timing noise would give the same model slightly different
+# sequences from one load to the next (measured: a model saved and loaded again beside a training run).
+PACKED_MARGIN = 0.8
+# The decision, per trunk architecture (layer shapes), for the rest of the process: every policy of one
+# architecture loaded by a process (a model saved and loaded again, the daemon's styles) predicts with one path.
+_CHOSEN: dict[tuple, bool] = {}
 
 
 class FusedTrunks(nn.Module):
@@ -82,8 +89,9 @@ class FusedTrunks(nn.Module):
         primitive, called through the entry points torch.compile uses). Checked against the plain path on a random
         input; on any failure or mismatch the plain path stays. With ``only_if_faster`` (the default) the packed
         path is also timed against the plain one on that input (median of :data:`SPEED_RUNS` calls each) and kept
-        only if faster (module docstring: 13-27x slower on one CPU, about 2x faster on another). Returns whether
-        the packed path is on."""
+        only if clearly faster (under :data:`PACKED_MARGIN` of the plain time; module docstring: 13-27x slower on
+        one CPU, about 2x faster on another), once per architecture in a process (:data:`_CHOSEN`): later trunks
+        of the same shapes take the same path untimed. Returns whether the packed path is on."""
         self._packed = None
         if self.conv1.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return False
@@ -101,14 +109,21 @@ class FusedTrunks(nn.Module):
             if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(want, got)):
                 self._packed = None
             elif only_if_faster:
-                self._packed = None
-                plain_s = self._median_seconds(probe)
-                self._packed = [op, packed]
-                if self._median_seconds(probe, give_up=2 * plain_s) >= plain_s:
+                key = self._shapes()
+                if key not in _CHOSEN:
+                    self._packed = None
+                    plain_s = self._median_seconds(probe)
+                    self._packed = [op, packed]
+                    _CHOSEN[key] = self._median_seconds(probe, give_up=2 * plain_s) < PACKED_MARGIN * plain_s
+                if not _CHOSEN[key]:
                     self._packed = None
         except Exception:  # no oneDNN entry points in this torch build: the plain convolutions are correct too
             self._packed = None
         return self._packed is not None
+
+    def _shapes(self) -> tuple:
+        """What the convolutions' speed depends on: their weight shapes and groups, and the map size."""
+        return (*(tuple(c.weight.shape) + (c.groups,) for c in (self.conv1, *self.rest)), tuple(self.map_shape))
 
     def _median_seconds(self, probe: tuple, give_up: float = float("inf")) -> float:
         """Median wall time of :data:`SPEED_RUNS` forward calls on ``probe`` (the path now switched on); the first

@@ -107,7 +107,7 @@ def _make_search_reads(digest: str):
         gain, 2^d, of :func:`_gained_program`'s Exposure); ``out[r]``: the render's :func:`display_level`."""
         if len(digest) == 0:  # never true: references the digest so that it is part of the key
             return
-        buf = np.zeros(3 * CHUNK, np.float32)  # zeros: a last, partial chunk's unused tail decodes as black
+        buf = np.zeros(3 * CHUNK, np.float32)  # finite throughout: a partial chunk's unused tail is decoded too
         npx = x0.shape[1] * x0.shape[2]
         lum = np.empty(npx, np.float32)
         k = np.empty((consts.shape[1], consts.shape[2]), np.float32)
