@@ -96,6 +96,11 @@ def test_the_contrast_map_is_fitted_from_the_inputs_and_targets_frames_and_round
     assert rule.contrast_map.of_log2(log2_contrast(inputs).max()) == pytest.approx(log2_contrast(targets).max())
     again = LevelRule.from_dict(json.loads(json.dumps(rule.to_dict())))
     np.testing.assert_allclose(again.mapped_contrast(inputs), rule.mapped_contrast(inputs), atol=1e-4)
+    # the mapped reading's share of the contrast asked for: the measured one when fitted; a rule saved before the
+    # weight existed keeps the plain mean it was made with (its model predicts as it did)
+    assert rule.contrast_weight == again.contrast_weight == L.CONTRAST_WEIGHT == 0.75
+    older = {k: v for k, v in rule.to_dict().items() if k != "contrast_weight"}
+    assert LevelRule.from_dict(older).contrast_weight == 0.5
     # without the inputs' frames (and in configs saved before the contrast map): no map, no Contrast step
     plain = LevelRule.fit(bmap, targets)
     assert plain.contrast_map is None and "contrast_map" not in plain.to_dict()
@@ -111,7 +116,11 @@ _MAP = {"input_levels": [0, 1], "target_levels": [0, 1]}
                                  {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": {"input_levels": [0]}},
                                  {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": "flat"},
                                  {"brightness_map": _MAP, "white_level": 0.0,
-                                  "contrast_map": {"input_levels": [0, 1], "target_levels": [0, "inf"]}}])
+                                  "contrast_map": {"input_levels": [0, 1], "target_levels": [0, "inf"]}},
+                                 {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": _MAP,
+                                  "contrast_weight": 1.5},
+                                 {"brightness_map": _MAP, "white_level": 0.0, "contrast_map": _MAP,
+                                  "contrast_weight": "nan"}])
 def test_a_malformed_rule_is_refused_by_name(bad):
     with pytest.raises(ValueError, match="malformed level rule"):
         LevelRule.from_dict(bad)
@@ -229,16 +238,16 @@ def test_the_gain_is_folded_into_a_leading_exposure_else_a_new_exposure_step_goe
     assert ahead[0].params == {"ev": -0.4} and ahead[0].meta["level_ev"] == -0.4 and ahead[2:] == tail[1:]
 
 
-def _contrast_rule() -> LevelRule:
+def _contrast_rule(weight: float = 0.5) -> LevelRule:
     # the map reads 0.82 of the inputs' contrast: 0.5 stops for the scenes' 0.61; the programs' own 0.61 (a gamma
-    # 1/2.2) and 0.42 (the curve program) make the contrasts asked for 0.55 and 0.46, both within a Contrast
-    # step's reach
-    return LevelRule(_rule().brightness_map, -0.5, BrightnessAnchor.from_values([0.0, 3.0], [0.0, 2.46]))
+    # 1/2.2) and 0.42 (the curve program) make the contrasts asked for 0.46-0.55, all within a Contrast step's reach
+    return LevelRule(_rule().brightness_map, -0.5, BrightnessAnchor.from_values([0.0, 3.0], [0.0, 2.46]), weight)
 
 
+@pytest.mark.parametrize("weight", [0.5, 0.75])
 @pytest.mark.parametrize("program", PROGRAMS)
-def test_with_a_contrast_map_the_output_meets_its_contrast_and_then_its_level(program):
-    rule, x = _contrast_rule(), _scenes(6, seed=1)
+def test_with_a_contrast_map_the_output_meets_its_contrast_and_then_its_level(program, weight):
+    rule, x = _contrast_rule(weight), _scenes(6, seed=1)
     seq = EditSequence(program)
     ids, packed = _batched(program, len(x))
     gains, amounts, contrasts = rule.retune(x, ids, packed)
@@ -246,7 +255,7 @@ def test_with_a_contrast_map_the_output_meets_its_contrast_and_then_its_level(pr
     levelled = rule.offsets(x, ids, packed)  # the policy's own program at its level: the second reading
     for i in range(len(x)):
         own = render(x[i], EditSequence(with_gain(seq.steps, levelled[i])[0]))[None]
-        mean = 0.5 * (rule.mapped_contrast(x[i:i + 1])[0] + log2_contrast(srgb_to_linear(own))[0])
+        mean = weight * rule.mapped_contrast(x[i:i + 1])[0] + (1 - weight) * log2_contrast(srgb_to_linear(own))[0]
         assert contrasts[i] == pytest.approx(mean, abs=1e-4)
         steps = with_gain(seq.steps, gains[i])[0] + [Step("contrast", {"amount": amounts[i]})]
         out = render(x[i], EditSequence(steps))[None]

@@ -18,12 +18,12 @@ resolution on both sides: ``white_level`` is measured on the targets' 64x64 whol
 step goes in front, so the program stays a white-box sequence of ordinary edits.
 
 The contrast part (since 2026-12-07, models fitted with their inputs' frames): the output's *contrast*, the
-standard deviation of its log2 luminance (:func:`log2_contrast`, stops), is set to the mean of two readings, the
-input's contrast mapped by the quantile map of the training inputs' contrast to the targets' (exposure leaves it
-all but unchanged, so the input's reading survives its unknown exposure) and the contrast of the policy's own
+standard deviation of its log2 luminance (:func:`log2_contrast`, stops), is set to a weighted mean of two
+readings, the input's contrast mapped by the quantile map of the training inputs' contrast to the targets'
+(exposure leaves it all but unchanged, so the input's reading survives its unknown exposure; weight
+``contrast_weight``, 3/4 for rules fitted since 2026-12-07, later: 1/2 before) and the contrast of the policy's own
 program, by a Contrast step (the paper's filter) appended to the program; the level's gain is then found again
-with that step in place (:meth:`LevelRule.retune`). Measured: docs/training.md,
-"The level rule".
+with that step in place (:meth:`LevelRule.retune`). Measured: docs/training.md, "The level rule".
 
 Shapes: proxies ``(N, h, w, 3)`` float32 linear RGB; states after a program are display-encoded sRGB (unclipped;
 read as the renderer's clipped output is).
@@ -57,6 +57,7 @@ MAX_ROUNDS = 30  # secant/bisection rounds at most (bisection alone: 6 stops to 
 MIN_OFFSET_EV = 0.005  # smaller gains are left out (no step added for nothing)
 CONTRAST_EPS = 1e-3  # log2_contrast's luminance offset: black pixels count as 10 stops under white, not -inf
 MIN_CONTRAST = 0.005  # smaller Contrast amounts are left out
+CONTRAST_WEIGHT = 0.75  # the mapped input's share of the contrast asked for, in rules fitted now (validation)
 CONTRAST_ROUNDS = 2  # contrast, then level, twice: the second round corrects what the new gain moved (docs/training.md)
 
 
@@ -260,12 +261,15 @@ class LevelRule:
     white_level: the targets' median log2 white level on their 64x64 whole-frame proxies.
     contrast_map: the quantile map of the inputs' :func:`log2_contrast` to the targets' (64x64 whole-frame proxies
     both), or None: no contrast step (models saved before it existed).
+    contrast_weight: the mapped reading's share of the contrast asked for (the policy's own program has the rest):
+    :data:`CONTRAST_WEIGHT` when fitted, 0.5 for a rule stored without it (fitted before it existed).
     Stored in a model's config.json as ``"level": {"brightness_map": {...}, "white_level": w[, "contrast_map":
-    {...}]}``."""
+    {...}, "contrast_weight": c]}``."""
 
     brightness_map: BrightnessAnchor
     white_level: float
     contrast_map: BrightnessAnchor | None = None
+    contrast_weight: float = 0.5
 
     @classmethod
     def fit(cls, brightness_map: BrightnessAnchor, target_frames: np.ndarray,
@@ -281,11 +285,12 @@ class LevelRule:
         if input_frames is not None and len(input_frames):
             cmap = BrightnessAnchor.from_values(log2_contrast(np.asarray(input_frames, np.float32)),
                                                 log2_contrast(targets))
-        return cls(bmap, float(np.median(log2_white(targets))), cmap)
+        return cls(bmap, float(np.median(log2_white(targets))), cmap, CONTRAST_WEIGHT)
 
     def to_dict(self) -> dict:
         d = {"brightness_map": self.brightness_map.to_dict(), "white_level": round(self.white_level, 5)}
-        return d if self.contrast_map is None else {**d, "contrast_map": self.contrast_map.to_dict()}
+        return d if self.contrast_map is None else {**d, "contrast_map": self.contrast_map.to_dict(),
+                                                     "contrast_weight": self.contrast_weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LevelRule":
@@ -293,10 +298,12 @@ class LevelRule:
         try:
             cmap = d.get("contrast_map")
             rule = cls(BrightnessAnchor.from_dict(d["brightness_map"]), float(d["white_level"]),
-                       None if cmap is None else BrightnessAnchor.from_dict(cmap))
+                       None if cmap is None else BrightnessAnchor.from_dict(cmap), float(d.get("contrast_weight", 0.5)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"malformed level rule ({type(e).__name__}: {e})") from None
         maps = [rule.brightness_map] + ([] if rule.contrast_map is None else [rule.contrast_map])
+        if not 0.0 <= rule.contrast_weight <= 1.0:
+            raise ValueError(f"malformed level rule (contrast_weight {rule.contrast_weight} outside [0, 1])")
         if not np.isfinite(rule.white_level) or not all(np.isfinite(m.input_levels).all()
                                                         and np.isfinite(m.target_levels).all() for m in maps):
             raise ValueError("malformed level rule (non-finite levels)")
@@ -348,8 +355,9 @@ class LevelRule:
         and, with a contrast map, the amount of a Contrast step after it (``(N,)`` in [-1, 1]) and the contrast it
         gives the output (stops; both None without a map). Arguments as :meth:`offsets`.
 
-        The contrast asked for is the mean of two readings, as the level is: the input's contrast mapped by the
-        contrast map, and the contrast of the policy's own program at its level (what the critic taught it). The
+        The contrast asked for is a weighted mean of two readings (``contrast_weight``): the input's contrast
+        mapped by the contrast map, and the contrast of the policy's own program at its level (what the critic
+        taught it). The
         amount is found on each program's final state (:func:`_solve`: contrast rises with it, about 0.3 stops per
         unit); then the gain is found again with the Contrast step in place (a gain in front of a tone curve moves
         the contrast a little, so the output's contrast ends within a few hundredths of a stop of the one asked)."""
@@ -367,7 +375,8 @@ class LevelRule:
             c[:, 0, 0] = np.exp2(gains.astype(np.float32))
             final = programs_batch(x0.copy(), ids, c)  # unclipped: the Contrast step reads what the renderer gives
             if want is None:
-                want = 0.5 * (self.mapped_contrast(x0) + _log2_contrast(display_luminance(final)))
+                w = self.contrast_weight
+                want = w * self.mapped_contrast(x0) + (1 - w) * _log2_contrast(display_luminance(final))
             # The Contrast filter is a lerp from its input to its amount-1 output (filters.py), so one render of
             # the step at amount 1 gives the output of every amount.
             delta = programs_batch(final.copy(), con_ids, _amount_consts(np.ones(n, np.float32))) - final
