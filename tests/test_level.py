@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from exposure_engine import filters as F
+from exposure_engine import renderer as R
 from exposure_engine.agent import level as L
 from exposure_engine.agent.level import (LevelRule, display_level, log2_brightness, log2_contrast, log2_white,
                                          with_gain)
 from exposure_engine.agent.policy import ModelError, Policy
 from exposure_engine.imageio.transfer import srgb_to_linear
-from exposure_engine import renderer as R
 from exposure_engine.renderer import render
 from exposure_engine.sequence import EditSequence, Step
 from exposure_engine.training import data as D
