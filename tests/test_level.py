@@ -101,6 +101,7 @@ def test_the_contrast_map_is_fitted_from_the_inputs_and_targets_frames_and_round
     assert rule.contrast_weight == again.contrast_weight == L.CONTRAST_WEIGHT == 0.75
     older = {k: v for k, v in rule.to_dict().items() if k != "contrast_weight"}
     assert LevelRule.from_dict(older).contrast_weight == 0.5
+    assert LevelRule.from_dict(older).to_dict() == older  # stored as it was: its hash in sequences unchanged
     # without the inputs' frames (and in configs saved before the contrast map): no map, no Contrast step
     plain = LevelRule.fit(bmap, targets)
     assert plain.contrast_map is None and "contrast_map" not in plain.to_dict()

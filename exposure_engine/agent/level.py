@@ -289,8 +289,12 @@ class LevelRule:
 
     def to_dict(self) -> dict:
         d = {"brightness_map": self.brightness_map.to_dict(), "white_level": round(self.white_level, 5)}
-        return d if self.contrast_map is None else {**d, "contrast_map": self.contrast_map.to_dict(),
-                                                     "contrast_weight": self.contrast_weight}
+        if self.contrast_map is None:
+            return d
+        d["contrast_map"] = self.contrast_map.to_dict()
+        if self.contrast_weight != 0.5:  # the plain mean is stored as before the weight existed: the same rule
+            d["contrast_weight"] = self.contrast_weight  # keeps the same hash (sequences' model.level_rule)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LevelRule":
