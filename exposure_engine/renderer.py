@@ -168,7 +168,8 @@ def _make_render_rows(sources_digest: str):
 
 
 def _make_step_batch(sources_digest: str):
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    # fastmath=False set: agent/level.py's contracting kernels call this one (see _make_steps)
+    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
     def _step_batch(states, ids, consts):
         """states: float32 ``(B, H, W, 3)`` C-contiguous, edited in place, unclipped: image ``b`` through its
         steps ``ids[b]`` ``(T,)`` / ``consts[b]`` ``(T, K)``. Serial (the agent's proxies are 64x64: threads would
@@ -209,9 +210,9 @@ _SOURCES_DIGEST = _kernel_code_digest()
 _steps = _make_steps(_SOURCES_DIGEST)  # a module global: _render_rows calls it by name
 _render_rows = _make_render_rows(_SOURCES_DIGEST)
 _step_batch = _make_step_batch(_SOURCES_DIGEST)
-# For compiled code elsewhere that runs programs on planar CHUNK buffers as _step_batch does (agent/level.py's
-# render-and-read kernels): the step loop, and the digest their cache keys must hold (as _make_render_rows').
-steps_kernel = _steps
+# For compiled code elsewhere that runs programs on small states (agent/level.py's render-and-read kernels): the
+# batch kernel, and the digest their cache keys must hold (as _make_render_rows').
+step_batch_kernel = _step_batch
 KERNEL_DIGEST = _SOURCES_DIGEST
 
 

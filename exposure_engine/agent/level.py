@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import filters as F
 from ..imageio import transfer as T
-from ..renderer import CHUNK, KERNEL_DIGEST, prepared_constants, programs_batch, steps_kernel
+from ..renderer import KERNEL_DIGEST, prepared_constants, programs_batch, step_batch_kernel
 from ..training.anchor import WHITE_QUANTILE, BrightnessAnchor
 from ..vecmath import clamp, fmin, log2_f32, pow_f32
 
@@ -48,8 +48,6 @@ _SRGB_A, _SRGB_A_INV, _SRGB_GAMMA = np.float32(T.SRGB_A), np.float32(1 / (1 + T.
 _SRGB_SLOPE_INV, _SRGB_KNEE = np.float32(1 / T.SRGB_SLOPE), np.float32(T.DECODE_KNEE)
 _EXPOSURE = F.get("exposure")  # the registry's entry (F.EXPOSURE itself has no index)
 _CONTRAST = F.get("contrast")
-# The renderer's planar buffer (R, G, B planes of CHUNK pixels) and its unsigned index constants
-_PR, _PG, _PB, _U1, _U2, _U3 = (np.uint64(v) for v in (0, CHUNK, 2 * CHUNK, 1, 2, 3))
 _FLOOR = 1e-6  # luminance floor, as the anchor's: a black image has level log2(1e-6), not -inf
 SEARCH_EV = 3.0  # the gain is searched within +-3 stops
 TOLERANCE = 0.001  # stops: the level (and the contrast) met to this (a stop's thousandth: nothing visible)
@@ -94,13 +92,13 @@ def _display_lum(flat, linear, out):
 
 
 def _make_search_reads(digest: str):
-    # The reads of the level rule's searches, fused with what they read: a render of each program (level) or the
-    # lerp of a Contrast step (contrast) goes straight into its luminance and statistic, one image at a time,
-    # with no (N, h, w, 3) state made, copied or decoded in between: per round the same values as
-    # display_level(programs_batch(...)) and _log2_contrast(display_luminance(...)), within float rounding (the
-    # sums are sequential here, pairwise in numpy). The digest (renderer.KERNEL_DIGEST, a closure variable) keys
-    # the on-disk cache on the step kernels these run, as renderer._make_render_rows explains. Unsigned indices,
-    # as the renderer's: no negative-index wraparound check in the loops, so LLVM vectorises them.
+    # The reads of the level rule's searches, fused with what they read: each round's candidates (a render of each
+    # program, or the lerp of a Contrast step) go straight into their statistic one image at a time, through the
+    # same kernels as the unfused path (renderer's step batch, _display_lum, _log2_offset), with no (N, h, w, 3)
+    # arrays made, copied or decoded in between: per round the values of display_level(programs_batch(...)) and
+    # _log2_contrast(display_luminance(...)) within float rounding (the sums are sequential here, pairwise in numpy).
+    # The digest (renderer.KERNEL_DIGEST, a closure variable) keys the on-disk cache on the step kernels these run,
+    # as renderer._make_render_rows explains.
     @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
     def render_levels(x0, rows, ids, consts, lead, out):
         """x0: ``(N, h, w, 3)`` float32 C-contiguous; for each r, image ``b = rows[r]`` through its program
@@ -108,34 +106,23 @@ def _make_search_reads(digest: str):
         gain, 2^d, of :func:`_gained_program`'s Exposure); ``out[r]``: the render's :func:`display_level`."""
         if len(digest) == 0:  # never true: references the digest so that it is part of the key
             return
-        buf = np.zeros(3 * CHUNK, np.float32)  # finite throughout: a partial chunk's unused tail is decoded too
-        npx = x0.shape[1] * x0.shape[2]
-        lum = np.empty(npx, np.float32)
-        k = np.empty((consts.shape[1], consts.shape[2]), np.float32)
+        img = np.empty((1, x0.shape[1], x0.shape[2], 3), np.float32)
+        flat = img.reshape(-1)
+        linear = np.empty_like(flat)
+        lum = np.empty(flat.size // 3, np.float32)
+        k = np.empty((1, consts.shape[1], consts.shape[2]), np.float32)
         for r in range(rows.size):
             b = rows[r]
-            k[:, :] = consts[b]
-            k[0, 0] = lead[r]
-            flat = x0[b].reshape(-1)
-            for p0 in range(0, npx, CHUNK):
-                n = min(CHUNK, npx - p0)
-                un = np.uint64(n)
-                row = flat[3 * p0:3 * (p0 + n)]
-                part = lum[p0:p0 + n]
-                for i in range(un):  # the renderer's planar layout: R, G, B planes of CHUNK each
-                    buf[_PR + i] = row[_U3 * i]
-                    buf[_PG + i] = row[_U3 * i + _U1]
-                    buf[_PB + i] = row[_U3 * i + _U2]
-                steps_kernel(buf, n, ids[b], k)
-                for i in range(np.uint64(3 * CHUNK)):  # whole planes (a fixed trip count), tail included: unused
-                    buf[i] = _decode(buf[i])
-                for i in range(un):
-                    part[i] = _LUM_R * buf[_PR + i] + _LUM_G * buf[_PG + i] + _LUM_B * buf[_PB + i]
+            img[0] = x0[b]
+            k[0] = consts[b]
+            k[0, 0, 0] = lead[r]
+            step_batch_kernel(img, ids[b:b + 1], k)
+            _display_lum(flat, linear, lum)
             total = 0.0
-            for i in range(npx):
+            for i in range(lum.size):
                 total += lum[i]
-            white = _white_quantile(lum, WHITE_QUANTILE * (npx - 1))
-            out[r] = 0.5 * (np.log2(max(total / npx, _FLOOR)) + np.log2(max(white, _FLOOR)))
+            white = _white_quantile(lum, WHITE_QUANTILE * (lum.size - 1))
+            out[r] = 0.5 * (np.log2(max(total / lum.size, _FLOOR)) + np.log2(max(white, _FLOOR)))
 
     @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
     def lerp_contrasts(final, delta, rows, amounts, eps, out):
@@ -143,25 +130,24 @@ def _make_search_reads(digest: str):
         ``final[b] + amounts[r] * delta[b]`` (float32 ``(N, h, w, 3)`` C-contiguous both)."""
         if len(digest) == 0:
             return
-        npx = final.shape[1] * final.shape[2]
-        linear = np.empty(3 * npx, np.float32)
-        logs = np.empty(npx, np.float64)
+        size = final.shape[1] * final.shape[2] * 3
+        lerped, linear = np.empty(size, np.float32), np.empty(size, np.float32)
+        lum, logs = np.empty(size // 3, np.float32), np.empty(size // 3, np.float64)
         for r in range(rows.size):
             b = rows[r]
             f, d, a = final[b].reshape(-1), delta[b].reshape(-1), amounts[r]
-            for i in range(np.uint64(3 * npx)):
-                linear[i] = _decode(_lerp(f[i], d[i], a))
-            for i in range(np.uint64(npx)):
-                logs[i] = log2_f32(_LUM_R * linear[_U3 * i] + _LUM_G * linear[_U3 * i + _U1]
-                                   + _LUM_B * linear[_U3 * i + _U2] + eps)
+            for i in range(size):
+                lerped[i] = _lerp(f[i], d[i], a)
+            _display_lum(lerped, linear, lum)
+            _log2_offset(lum, eps, logs)
             total = 0.0
-            for i in range(npx):
+            for i in range(logs.size):
                 total += logs[i]
-            mean = total / npx
+            mean = total / logs.size
             spread = 0.0
-            for i in range(npx):  # two passes, as numpy's std: a flat frame's contrast is exactly 0
+            for i in range(logs.size):  # two passes, as numpy's std: a flat frame's contrast is exactly 0
                 spread += (logs[i] - mean) * (logs[i] - mean)
-            out[r] = np.sqrt(spread / npx)
+            out[r] = np.sqrt(spread / logs.size)
 
     return render_levels, lerp_contrasts
 
@@ -176,8 +162,8 @@ def _lerp(f, d, a):
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")  # interpolated without an FMA, as numpy
 def _white_quantile(v, pos):
     """The quantile of ``v`` (float32 ``(n,)``) at ``pos = q (n - 1)``, interpolated between the order statistics
-    ``floor(pos)`` and the next as :func:`_log2_white` does, from a sorted buffer of the few largest values (the
-    white level's 99.5th percentile of 4096 pixels needs 22 of them) instead of a partial sort."""
+    ``floor(pos)`` and the next as ``np.quantile`` does, from a sorted buffer of the few largest values (the white
+    level's 99.5th percentile of 4096 pixels needs 22 of them) instead of a partial sort: every white level here."""
     n = v.size
     if n == 1:
         return np.float64(v[0])
@@ -201,19 +187,14 @@ def _white_quantile(v, pos):
     return np.float64(top[0]) + (pos - k) * (np.float64(top[1]) - top[0])
 
 
-_render_levels, _lerp_contrasts = _make_search_reads(KERNEL_DIGEST)
-
-
 def _log2_brightness(lum: np.ndarray) -> np.ndarray:
     return np.log2(np.maximum(lum.mean(1, dtype=np.float64), _FLOOR))
 
 
 def _log2_white(lum: np.ndarray) -> np.ndarray:
     pos = WHITE_QUANTILE * (lum.shape[1] - 1)
-    k = min(int(pos), lum.shape[1] - 2) if lum.shape[1] > 1 else 0
-    part = np.partition(lum, (k, k + 1), axis=1) if lum.shape[1] > 1 else np.concatenate([lum, lum], 1)
-    q = part[:, k].astype(np.float64) + (pos - k) * (part[:, k + 1].astype(np.float64) - part[:, k])
-    return np.log2(np.maximum(q, _FLOOR))
+    rows = np.ascontiguousarray(lum, np.float32)
+    return np.log2(np.maximum([_white_quantile(row, pos) for row in rows], _FLOOR))
 
 
 def _log2_contrast(lum: np.ndarray) -> np.ndarray:
@@ -227,6 +208,9 @@ def _log2_contrast(lum: np.ndarray) -> np.ndarray:
 def _log2_offset(flat, eps, out):  # np.log2(flat + eps), vectorised (vecmath's log2: within 2e-7)
     for i in range(flat.size):
         out[i] = log2_f32(flat[i] + eps)
+
+
+_render_levels, _lerp_contrasts = _make_search_reads(KERNEL_DIGEST)
 
 
 def log2_brightness(linear: np.ndarray) -> np.ndarray:
