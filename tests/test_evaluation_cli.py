@@ -229,6 +229,92 @@ def test_bench_with_validation_scores_the_selected_and_the_last_weights(photo_di
     assert res["training"]["last_model"].endswith("last")
 
 
+def test_folds_partition_the_input_half_and_the_last_fold_is_the_ordinary_split(photo_dir):
+    paths = sorted(photo_dir.glob("*.png"))
+    plain = BM.split(paths, 3, 1)
+    inputs = plain["train_inputs"] + plain["holdout_inputs"]
+    folds = [BM.fold_split(paths, 3, 3, k) for k in range(3)]
+    held = [f["holdout_inputs"] for f in folds]
+    assert sorted(p for h in held for p in h) == sorted(inputs)  # every input tested once, no more
+    assert sorted(len(h) for h in held) == [1, 2, 2]  # sizes within one of each other
+    for f in folds:
+        assert f["targets"] == plain["targets"]
+        assert f["train_inputs"] == [p for p in inputs if p not in f["holdout_inputs"]]  # the others, in order
+    assert BM.fold_split(paths, 3, 3, 2) == BM.split(paths, 3, len(held[2]))
+    with pytest.raises(BM.EvalInputError, match="--folds 6: needs 2 <= folds <= the 5 inputs"):
+        BM.fold_split(paths, 3, 6, 0)
+    with pytest.raises(BM.EvalInputError, match="folds are numbered 0..2"):
+        BM.fold_split(paths, 3, 3, 3)
+
+
+def test_a_cross_validated_bench_trains_one_policy_per_fold_and_scores_every_input(photo_dir, tmp_path):
+    from exposure_engine.agent.policy import Policy
+
+    jobs = []
+
+    def trainer(job: BM.TrainingJob):
+        jobs.append(job)
+        return Policy.random(seed=job.fold), {"trainer": "test", "fold": job.fold}
+
+    cfg = BM.BenchConfig(photos_dir=photo_dir, out_dir=tmp_path / "cv", styles=["noir"], size=96, seed=4, folds=2)
+    paths = sorted(photo_dir.glob("*.png"))
+    folds = [BM.fold_split(paths, 4, 2, k) for k in range(2)]
+    res = BM.run_folds(S.get("noir"), [tuple(BM.load_photos(f[part], 96)[0] for part in ("train_inputs",
+                                                                                          "holdout_inputs"))
+                                       for f in folds], BM.load_photos(folds[0]["targets"], 96)[0], cfg, trainer,
+                       log=lambda s: None)
+    assert [j.fold for j in jobs] == [0, 1]
+    for job, f in zip(jobs, folds):
+        assert job.out_dir == tmp_path / "cv" / "noir" / f"fold-{job.fold}" / "model"
+        assert len(job.inputs) == len(f["train_inputs"])  # never the fold's own test inputs
+    assert res["training"] == {"folds": [{"trainer": "test", "fold": k, "seconds": res["training"]["folds"][k]
+                                          ["seconds"]} for k in range(2)]}
+    stems = [p.stem for f in folds for p in f["holdout_inputs"]]
+    assert sorted(p.stem for p in (tmp_path / "cv" / "noir" / "sequences").glob("*.json")) == sorted(stems)
+    # Pooled: each method is scored once on all folds' test renders; the ceiling is every input's ground truth.
+    style = S.get("noir")
+    truths = [style.apply(BM.clean_linear(p.display)) for f in folds
+              for p in BM.load_photos(f["holdout_inputs"], 96)[0]]
+    targets = [style.apply(BM.clean_linear(p.display)) for p in BM.load_photos(folds[0]["targets"], 96)[0]]
+    expected = M.intersection_from_statistics(M.set_statistics(truths, 4), M.set_statistics(targets, 4)).mean
+    assert res["methods"]["ceiling"]["histogram"]["mean"] == pytest.approx(expected)
+    assert len(res["methods"]["exposure_oracle"]["rules"]) == 2
+    # Each fold's test inputs are rendered by that fold's policy, so the pooled agent is fold 0's then fold 1's.
+    per_fold = []
+    for k, f in enumerate(folds):
+        test = BM.load_photos(f["holdout_inputs"], 96)[0]
+        per_fold += BM.agent_renders(Policy.random(seed=k), [x for x, _ in BM.draws(test, 4, test=True)])[0]
+    assert res["methods"]["agent"]["paired"]["psnr"] == pytest.approx(M.paired_metrics(per_fold, truths).psnr)
+
+
+def test_model_paths_name_the_fold_and_a_fold_needs_folds(photo_dir, tmp_path):
+    from exposure_engine.agent.policy import Policy
+
+    for k in range(2):
+        Policy.random(seed=k).save(tmp_path / "runs" / f"fold-{k}" / "noir" / "model")
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec", minutes=0.0)
+    spec = f"model:{tmp_path / 'runs' / 'fold-{fold}' / '{style}' / 'model'}"
+    with pytest.raises(BM.EvalInputError, match="give --folds"):
+        BM.make_trainer(spec)(job)
+    job.fold = 1
+    policy, info = BM.make_trainer(spec)(job)
+    assert info["model"] == str(tmp_path / "runs" / "fold-1" / "noir" / "model")
+    saved = [Policy.load(tmp_path / "runs" / f"fold-{k}" / "noir" / "model").content_hash for k in range(2)]
+    assert policy.content_hash == saved[1] != saved[0]
+
+
+def test_bench_quality_refuses_contradictory_fold_options(photo_dir, tmp_path, capsys):
+    base = ["bench", "quality", "--photos-dir", str(photo_dir), "--out", str(tmp_path / "o"), "--trainer", "none"]
+    assert main(base + ["--folds", "3", "--test", "2"]) == 2
+    assert "--test and --folds exclude each other" in capsys.readouterr().err
+    assert main(base + ["--fold", "1"]) == 2
+    assert "--fold needs --folds K" in capsys.readouterr().err
+    assert main(base + ["--folds", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert main(base + ["--folds", "3", "--fold", "3"]) == 2
+    assert "folds are numbered 0..2" in capsys.readouterr().err
+
+
 def test_the_ceiling_is_perfect_when_test_and_target_photos_coincide(tmp_path):
     # With the style's own renders of the *same* photos as targets, the ceiling must be exactly 100 %.
     photos = [BM.Photo(f"p{i}", photo(i)) for i in range(3)]

@@ -20,7 +20,16 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where results and contact sheets go")
     p.add_argument("--photos", type=int, metavar="N", help="use only the first N photos (sorted by name)")
     p.add_argument("--styles", default="all", help="comma-separated style names, or 'all' (default)")
-    p.add_argument("--test", type=int, default=8, metavar="N", help="held-out test inputs (default 8)")
+    p.add_argument("--test", type=int, metavar="N", help="held-out test inputs (default 8; not with --folds)")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="K-fold cross-validation of the input half: each fold's inputs are scored with a policy "
+                        "trained on the other folds' inputs (OUT/STYLE/fold-F/), and every method on all folds "
+                        "together: about half the folder instead of --test images, for a less noisy set-level "
+                        "metric. The last fold is the ordinary bench with --test = its size. {fold} in model: and "
+                        "best: paths stands for the fold")
+    p.add_argument("--fold", type=int, metavar="F",
+                   help="with --folds: run fold F only (0..K-1), as an ordinary bench (e.g. one process per fold, "
+                        "then --trainer 'model:RUNS/fold-{fold}/{style}/model' pools them)")
     p.add_argument("--size", type=int, default=384, help="long edge photos are reduced to (default 384 px)")
     p.add_argument("--minutes", type=float, default=1.0, help="training budget per style (default 1)")
     p.add_argument("--trainer", default="random",
@@ -68,10 +77,17 @@ def run(args: argparse.Namespace) -> int:
     device = device_arg(args.device)
     if args.validate < 0:
         raise CLIError(f"--validate must be >= 0, got {args.validate}")
+    if args.folds and args.test is not None:
+        raise CLIError("--test and --folds exclude each other: with --folds every fold is tested in turn")
+    if args.fold is not None and not args.folds:
+        raise CLIError("--fold needs --folds K")
+    if args.folds < 0 or args.folds == 1:
+        raise CLIError(f"--folds must be 0 (no cross-validation) or at least 2, got {args.folds}")
     cfg = BenchConfig(photos_dir=Path(args.photos_dir), out_dir=Path(args.out), styles=names, n_photos=args.photos,
-                      n_test=args.test, size=args.size, minutes=args.minutes, seed=args.seed,
-                      train_seed=args.train_seed, trainer=args.trainer, device=device, resume=args.resume,
-                      validate=args.validate, snapshots=args.snapshots)
+                      n_test=8 if args.test is None else args.test, size=args.size, minutes=args.minutes,
+                      seed=args.seed, train_seed=args.train_seed, trainer=args.trainer, device=device,
+                      resume=args.resume, validate=args.validate, snapshots=args.snapshots, folds=args.folds,
+                      fold=args.fold)
     try:
         results = run_bench(cfg)
     except EvalInputError as e:

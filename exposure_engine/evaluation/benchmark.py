@@ -74,6 +74,7 @@ class TrainingJob:
     # gradients: what a photographer who has finished a few of the inputs by hand could give (None: unpaired only)
     validation: object | None = None  # exposure_engine.training.data.ValidationPairs
     snapshots: bool = False  # a training loop keeps every monitored weight set (out_dir/snapshots/)
+    fold: int | None = None  # the cross-validation fold whose inputs are held out ({fold} in model:/best: paths)
 
 
 #: A trainer turns a job into a policy (``exposure_engine.agent.policy.Policy``) plus a dict describing the run.
@@ -96,6 +97,12 @@ class BenchConfig:
     resume: bool = False  # "loop" trainers continue a killed or budget-stopped run from its checkpoint
     validate: int = 0  # the first N training inputs with their ground truth choose the "loop" run's weights
     snapshots: bool = False  # "loop" trainers keep the weights of every monitor step
+    # K-fold cross-validation of the input half (folds >= 2): each fold's inputs are the test inputs of a policy
+    # trained on the other folds' inputs, and every method is scored on all folds' test renders together, ~half the
+    # folder instead of n_test images (the set-level metric's noise). fold = k runs that one fold only (as an
+    # ordinary bench: its test inputs, its training); None runs every fold and pools them. n_test is then unused.
+    folds: int = 0
+    fold: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,8 +169,33 @@ def split(paths: Sequence[Path], seed: int, n_test: int) -> dict[str, list[Path]
     return split_photos(list(paths), seed, n_test)
 
 
+def fold_split(paths: Sequence[Path], seed: int, folds: int, fold: int) -> dict[str, list[Path]]:
+    """Fold ``fold`` of a ``folds``-fold cross-validation of :func:`split`'s input half: that fold's inputs held out
+    for testing, the other folds' inputs (in order) for training, the same targets. The folds are contiguous blocks
+    of the shuffled input half, their sizes within one of each other; the last one is :func:`split`'s held-out
+    inputs for ``n_test`` = its size, so the last fold *is* that ordinary bench (same training inputs and draws)."""
+    from ..training.data import split_photos
+
+    halves = split_photos(list(paths), seed, 0)
+    inputs, targets = halves["train_inputs"], halves["targets"]
+    if len(inputs) < 2 or not 2 <= folds <= len(inputs):
+        raise EvalInputError(f"--folds {folds}: needs 2 <= folds <= the {len(inputs)} inputs (half the photos)")
+    if not 0 <= fold < folds:
+        raise EvalInputError(f"--fold {fold}: folds are numbered 0..{folds - 1}")
+    bounds = np.round(np.linspace(0, len(inputs), folds + 1)).astype(int)
+    a, b = int(bounds[fold]), int(bounds[fold + 1])
+    return {"train_inputs": inputs[:a] + inputs[b:], "holdout_inputs": inputs[a:b], "targets": targets}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trainers
+
+
+def _model_path(pattern: str, job: TrainingJob) -> str:
+    """``pattern`` with ``{style}`` and ``{fold}`` filled in for ``job``."""
+    if "{fold}" in pattern and job.fold is None:
+        raise EvalInputError(f"{pattern}: '{{fold}}' stands for a cross-validation fold; give --folds")
+    return pattern.replace("{style}", job.style).replace("{fold}", str(job.fold))
 
 
 def _write_job_files(job: TrainingJob) -> None:
@@ -189,12 +221,13 @@ def random_trainer(job: TrainingJob) -> tuple[object, dict]:
 def model_trainer(path: str) -> Trainer:
     """No training: an existing model folder, e.g. ``models/default`` (meaningful for the style it learnt).
     ``{style}`` in the path stands for the style's name (``runs/{style}/model``: one model per style, e.g. trained
-    elsewhere by ``loop:RECIPE`` and scored here again)."""
+    elsewhere by ``loop:RECIPE`` and scored here again), ``{fold}`` for the cross-validation fold (``--folds``:
+    ``runs/fold-{fold}/{style}/model``, one model per fold, e.g. trained in parallel by ``--fold K`` runs)."""
 
     def run(job: TrainingJob) -> tuple[object, dict]:
         from ..agent.policy import Policy
 
-        folder = path.replace("{style}", job.style)
+        folder = _model_path(path, job)
         return Policy.load(folder), {"trainer": "model", "model": str(folder)}
 
     return run
@@ -214,7 +247,7 @@ def best_trainer(pattern: str) -> Trainer:
 
         if job.validation is None:
             raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N")
-        folders = sorted(glob.glob(pattern.replace("{style}", job.style)))
+        folders = sorted(glob.glob(_model_path(pattern, job)))
         if not folders:
             raise EvalInputError(f"--trainer best:{pattern}: no model folder matches for style {job.style!r}")
         policies = {f: Policy.load(f) for f in folders}
@@ -412,77 +445,121 @@ def score(outputs: Sequence[np.ndarray], target_stats: np.ndarray, truths: Seque
     return {"histogram": hist, "histogram_sd": spread, "paired": paired}
 
 
-def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequence[Photo],
-              target_photos: Sequence[Photo], cfg: BenchConfig, trainer: Trainer | None,
-              log: Callable[[str], None] = _print) -> dict:
-    """Everything for one style; writes the contact sheet and the agent's sequences under ``cfg.out_dir/style``."""
-    out = Path(cfg.out_dir) / style.name
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class _FoldRenders:
+    """Every method's renders of one fold's test inputs, with what produced them."""
+
+    renders: dict[str, list[np.ndarray]]  # method -> one image per test input (baselines, agent, oracle, ...)
+    truths: list[np.ndarray]
+    rule: tuple[float, float] | None  # the exposure oracle's rule, fitted on this fold's training inputs
+    training: dict | None
+
+
+def _render_fold(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequence[Photo],
+                 targets: Sequence[np.ndarray], baseline_fns: dict, cfg: BenchConfig, trainer: Trainer | None,
+                 work: Path, fold: int | None, log: Callable[[str], None]) -> _FoldRenders:
+    """Train (or load) a policy on ``train_photos`` and render ``test_photos`` with every method; the policy's
+    files go under ``work`` (model/, train/), its sequences under ``cfg.out_dir/style/sequences``."""
+    tag = style.name if fold is None else f"{style.name} fold {fold}"
     t0 = time.perf_counter()
-    targets = [style.apply(clean_linear(p.display)) for p in target_photos]
     test_clean = [clean_linear(p.display) for p in test_photos]
     truths = [style.apply(c) for c in test_clean]
     test_raw = draws(test_photos, cfg.seed, test=True)
     test_inputs = [x for x, _ in test_raw]
-    target_stats = M.set_statistics(targets, cfg.seed)
-    log(f"[{style.name}] {len(targets)} targets, {len(test_inputs)} test inputs ({time.perf_counter() - t0:.1f} s)")
-
-    renders: dict[str, list[np.ndarray]] = {}
-    for name, spec in B.BASELINES.items():
-        fn = spec.make(targets)
-        renders[name] = [fn(x) for x in test_inputs]
+    renders = {name: [fn(x) for x in test_inputs] for name, fn in baseline_fns.items()}
+    log(f"[{tag}] {len(train_photos)} training inputs, {len(test_inputs)} test inputs "
+        f"({time.perf_counter() - t0:.1f} s)")
 
     # The exposure oracle's rule is fitted on the training inputs (the same draws a trainer gets), never on the test.
     train_raw = draws(train_photos, cfg.seed, test=False)
     train_inputs = [x for x, _ in train_raw]
-    rule = oracle = reference = None
+    rule = None
     if train_raw:
         rule = exposure_rule_for(style, train_photos, train_raw)
-        oracle = [exposure_oracle(style, c, amounts["ev"], mean_luminance(x), rule)
-                  for c, (x, amounts) in zip(test_clean, test_raw)]
-        log(f"[{style.name}] exposure oracle: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean luminance) stops "
-            f"({time.perf_counter() - t0:.1f} s)")
+        renders["exposure_oracle"] = [exposure_oracle(style, c, amounts["ev"], mean_luminance(x), rule)
+                                      for c, (x, amounts) in zip(test_clean, test_raw)]
         bmap = unpaired_brightness_map(train_inputs, targets)
-        reference = [unpaired_reference(style, p.display, amounts, mean_luminance(x), bmap)
-                     for p, (x, amounts) in zip(test_photos, test_raw)]
-        log(f"[{style.name}] unpaired reference ({time.perf_counter() - t0:.1f} s)")
+        renders["unpaired_reference"] = [unpaired_reference(style, p.display, amounts, mean_luminance(x), bmap)
+                                         for p, (x, amounts) in zip(test_photos, test_raw)]
+        log(f"[{tag}] exposure oracle {rule[0]:+.2f} {rule[1]:+.2f} log2(mean luminance) stops, unpaired "
+            f"reference ({time.perf_counter() - t0:.1f} s)")
 
     training = None
     if trainer is not None:
         pairs = validation_pairs(style, train_photos, train_raw, cfg.validate) if cfg.validate > 0 else None
-        job = TrainingJob(style.name, train_inputs, targets, out / "train" / "inputs", out / "train" / "targets",
-                          out / "model", cfg.minutes, cfg.seed if cfg.train_seed is None else cfg.train_seed,
-                          cfg.device, cfg.resume, pairs, cfg.snapshots)
+        job = TrainingJob(style.name, train_inputs, list(targets), work / "train" / "inputs",
+                          work / "train" / "targets", work / "model", cfg.minutes,
+                          cfg.seed if cfg.train_seed is None else cfg.train_seed, cfg.device, cfg.resume, pairs,
+                          cfg.snapshots, fold)
         t1 = time.perf_counter()
         policy, training = trainer(job)
         training = {**training, "seconds": round(time.perf_counter() - t1, 1)}
-        log(f"[{style.name}] policy ready ({training})")
+        log(f"[{tag}] policy ready ({training})")
         renders["agent"], seqs = agent_renders(policy, test_inputs)
         if training.get("last_model"):
             from ..agent.policy import Policy
 
             renders["agent_last_weights"], _ = agent_renders(Policy.load(training["last_model"]), test_inputs)
-        seq_dir = out / "sequences"
-        seq_dir.mkdir(exist_ok=True)
+        seq_dir = Path(cfg.out_dir) / style.name / "sequences"
+        seq_dir.mkdir(parents=True, exist_ok=True)
         for p, seq in zip(test_photos, seqs):
             (seq_dir / f"{p.stem}.json").write_text(json.dumps(seq, indent=2) + "\n")
+    return _FoldRenders(renders, truths, rule, training)
 
-    methods = {name: score(imgs, target_stats, truths, cfg.seed) for name, imgs in renders.items()}
-    if oracle is not None:
-        methods["exposure_oracle"] = {**score(oracle, target_stats, truths, cfg.seed), "rule": list(rule)}
-        methods["unpaired_reference"] = score(reference, target_stats, truths, cfg.seed)
+
+# Rows of a style's table, in this order (those a run made).
+_ORDER = ("agent", "agent_last_weights", "exposure_oracle", "unpaired_reference")
+
+
+def run_folds(style: S.Style, splits: Sequence[tuple[Sequence[Photo], Sequence[Photo]]],
+              target_photos: Sequence[Photo], cfg: BenchConfig, trainer: Trainer | None,
+              log: Callable[[str], None] = _print) -> dict:
+    """One style over ``splits`` (training photos, test photos): one split is an ordinary bench; several are
+    cross-validation folds, each with its own policy (``cfg.out_dir/style/fold-K/``), and every method is scored on
+    all folds' test renders together. Writes the contact sheet and the agent's sequences."""
+    out = Path(cfg.out_dir) / style.name
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    targets = [style.apply(clean_linear(p.display)) for p in target_photos]
+    target_stats = M.set_statistics(targets, cfg.seed)
+    baseline_fns = {name: spec.make(targets) for name, spec in B.BASELINES.items()}
+    log(f"[{style.name}] {len(targets)} targets ({time.perf_counter() - t0:.1f} s)")
+
+    pooled = len(splits) > 1
+    parts = [_render_fold(style, train, test, targets, baseline_fns, cfg, trainer,
+                          out / f"fold-{k}" if pooled else out, k if pooled else cfg.fold, log)
+             for k, (train, test) in enumerate(splits)]
+    truths = [t for f in parts for t in f.truths]
+    # A method is scored only where every fold has it (e.g. last weights only where every run chose among weights).
+    names = [n for n in parts[0].renders if all(n in f.renders for f in parts)]
+    renders = {n: [img for f in parts for img in f.renders[n]] for n in names}
+
+    methods = {n: score(renders[n], target_stats, truths, cfg.seed) for n in names if n not in _ORDER}
+    methods.update({n: score(renders[n], target_stats, truths, cfg.seed) for n in _ORDER if n in renders})
+    if "exposure_oracle" in methods:  # fitted on each fold's own training inputs
+        rules = [list(f.rule) for f in parts]
+        methods["exposure_oracle"].update({"rules": rules} if pooled else {"rule": rules[0]})
     # The ceiling's paired scores are trivially perfect (it *is* the ground truth): only its histogram counts.
     methods["ceiling"] = {**score(truths, target_stats, None, cfg.seed), "paired": None}
 
     # The identity baseline is the input as a display shows it: it doubles as the "input" column.
-    shown = ["identity"] + [n for n in renders if n != "identity"]
+    shown = ["identity"] + [n for n in renders if n not in ("identity", "exposure_oracle", "unpaired_reference")]
     columns = ["input (= identity)"] + shown[1:] + ["ground truth"]
-    rows = [[renders[n][i] for n in shown] + [truths[i]] for i in range(min(SHEET_ROWS, len(test_inputs)))]
+    rows = [[renders[n][i] for n in shown] + [truths[i]] for i in range(min(SHEET_ROWS, len(truths)))]
     sheet_path = out / "contact-sheet.png"
     R.save_png(sheet_path, R.contact_sheet(rows, columns))
     log(f"[{style.name}] done in {time.perf_counter() - t0:.1f} s; sheet {sheet_path}")
+    trainings = [f.training for f in parts]
+    training = ({"folds": trainings} if pooled and trainer is not None else trainings[0])
     return {"title": style.title, "description": style.description, "expressible": style.expressible,
             "methods": methods, "training": training, "contact_sheet": str(sheet_path)}
+
+
+def run_style(style: S.Style, train_photos: Sequence[Photo], test_photos: Sequence[Photo],
+              target_photos: Sequence[Photo], cfg: BenchConfig, trainer: Trainer | None,
+              log: Callable[[str], None] = _print) -> dict:
+    """Everything for one style on one split (:func:`run_folds` with one fold)."""
+    return run_folds(style, [(train_photos, test_photos)], target_photos, cfg, trainer, log)
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = _print) -> dict:
@@ -496,23 +573,38 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = _print) -> dict:
     paths = list_images(cfg.photos_dir, "photos")
     if cfg.n_photos is not None:
         paths = paths[: cfg.n_photos]
-    parts = split(paths, cfg.seed, cfg.n_test)
-    loaded = {}
+    if cfg.folds and cfg.fold is None:
+        splits = [fold_split(paths, cfg.seed, cfg.folds, k) for k in range(cfg.folds)]
+    elif cfg.folds:
+        splits = [fold_split(paths, cfg.seed, cfg.folds, cfg.fold)]
+    else:
+        splits = [split(paths, cfg.seed, cfg.n_test)]
+    # Each photo is decoded once, whichever folds it is in; an unreadable one is skipped (and reported) everywhere.
+    photo_of: dict[Path, Photo] = {}
     skipped: list[dict] = []
-    for part, files in parts.items():
-        loaded[part], bad = load_photos(files, cfg.size)
+    for path in dict.fromkeys(p for s in splits for part in s.values() for p in part):
+        got, bad = load_photos([path], cfg.size)
         skipped += bad
-    if not loaded["holdout_inputs"] or not loaded["targets"]:
+        if got:
+            photo_of[path] = got[0]
+    loaded = [{part: [photo_of[p] for p in files if p in photo_of] for part, files in s.items()} for s in splits]
+    if any(not s["holdout_inputs"] for s in loaded) or not loaded[0]["targets"]:
         raise EvalInputError("no readable test inputs or targets left after skipping unreadable photos")
+    if len(loaded) == 1:
+        split_stems = {k: [p.stem for p in v] for k, v in loaded[0].items()}
+    else:
+        split_stems = {"holdout_inputs": [p.stem for s in loaded for p in s["holdout_inputs"]],
+                       "targets": [p.stem for p in loaded[0]["targets"]],
+                       "folds": [[p.stem for p in s["holdout_inputs"]] for s in loaded]}
     results = {
         "config": {**asdict(cfg), "photos_dir": str(cfg.photos_dir), "out_dir": str(cfg.out_dir)},
-        "split": {k: [p.stem for p in v] for k, v in loaded.items()},
+        "split": split_stems,
         "skipped": skipped,
         "styles": {},
     }
     for name in cfg.styles:
-        results["styles"][name] = run_style(S.get(name), loaded["train_inputs"], loaded["holdout_inputs"],
-                                            loaded["targets"], cfg, trainer, log)
+        results["styles"][name] = run_folds(S.get(name), [(s["train_inputs"], s["holdout_inputs"]) for s in loaded],
+                                            loaded[0]["targets"], cfg, trainer, log)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(R.finite(results), indent=2) + "\n")
@@ -522,7 +614,16 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = _print) -> dict:
 
 def results_markdown(results: dict) -> str:
     cfg = results["config"]
-    split_sizes = ", ".join(f"{k} {len(v)}" for k, v in results["split"].items())
+    sizes = {k: len(v) for k, v in results["split"].items()}
+    if "folds" in sizes:
+        folds = results["split"]["folds"]
+        split_sizes = (f"{len(folds)}-fold cross-validation of {sizes['holdout_inputs']} inputs (folds of "
+                       f"{', '.join(str(len(f)) for f in folds)}: each scored with the policy trained on the "
+                       f"others), targets {sizes['targets']}")
+    else:
+        split_sizes = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        if cfg.get("folds"):
+            split_sizes += f"; fold {cfg['fold']} of {cfg['folds']}"
     lines = ["# Quality benchmark", "",
              f"Photos: {cfg['photos_dir']} ({split_sizes}); long edge {cfg['size']} px; seed {cfg['seed']}; "
              f"trainer {cfg['trainer']}, {cfg['minutes']} min per style.",
@@ -536,11 +637,17 @@ def results_markdown(results: dict) -> str:
     for name, r in results["styles"].items():
         kind = "expressible by the 8 filters" if r["expressible"] else "not exactly expressible by the 8 filters"
         lines += [f"## {r['title']} ({name}: {kind})", "", r["description"], "", R.markdown_table(r["methods"]), ""]
-        rule = r["methods"].get("exposure_oracle", {}).get("rule")
-        if rule:
-            lines += [f"Exposure oracle's rule: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean input luminance) stops.", ""]
-        if r["training"]:
-            lines += [f"Training: {r['training']}", ""]
+        oracle = r["methods"].get("exposure_oracle", {})
+        rules = {"": oracle["rule"]} if "rule" in oracle else {f", fold {k}": v for k, v in
+                                                               enumerate(oracle.get("rules", []))}
+        for whose, rule in rules.items():
+            lines += [f"Exposure oracle's rule{whose}: {rule[0]:+.2f} {rule[1]:+.2f} log2(mean input luminance) "
+                      "stops.", ""]
+        training = r["training"] or {}
+        runs = {f", fold {k}": t for k, t in enumerate(training["folds"])} if "folds" in training else (
+            {"": training} if training else {})
+        for whose, t in runs.items():
+            lines += [f"Training{whose}: {t}", ""]
         lines += [f"Contact sheet: {r['contact_sheet']}", ""]
     if results["skipped"]:
         lines += ["Skipped files:", ""] + [f"- {s['path']}: {s['reason']}" for s in results["skipped"]] + [""]
