@@ -287,6 +287,27 @@ def test_a_cross_validated_bench_trains_one_policy_per_fold_and_scores_every_inp
     assert res["methods"]["agent"]["paired"]["psnr"] == pytest.approx(M.paired_metrics(per_fold, truths).psnr)
 
 
+@pytest.mark.slow  # ~20 s: two folds of a style, every baseline, untrained policies
+def test_bench_quality_with_folds_then_one_fold_alone_through_the_cli(photo_dir, tmp_path, capsys):
+    out = tmp_path / "cv"
+    args = ["bench", "quality", "--photos-dir", str(photo_dir), "--size", "96", "--styles", "punchy",
+            "--trainer", "random", "--minutes", "0", "--folds", "2"]
+    assert main(args + ["--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    folds = r["split"]["folds"]
+    assert len(folds) == 2 and sorted(r["split"]["holdout_inputs"]) == sorted(folds[0] + folds[1])
+    assert len(r["split"]["holdout_inputs"]) == 5  # the whole input half of 10 photos is tested
+    assert [t["trainer"] for t in r["styles"]["punchy"]["training"]["folds"]] == ["random", "random"]
+    assert len(list((out / "punchy" / "sequences").glob("*.json"))) == 5
+    md = capsys.readouterr().out
+    assert "2-fold cross-validation of 5 inputs (folds of 2, 3" in md and "Training, fold 1:" in md
+    # One fold alone is an ordinary bench on that fold's inputs.
+    assert main(args + ["--fold", "1", "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert one["split"]["holdout_inputs"] == folds[1] and "folds" not in one["split"]
+    assert "; fold 1 of 2" in capsys.readouterr().out
+
+
 def test_model_paths_name_the_fold_and_a_fold_needs_folds(photo_dir, tmp_path):
     from exposure_engine.agent.policy import Policy
 
