@@ -178,7 +178,7 @@ def fold_split(paths: Sequence[Path], seed: int, folds: int, fold: int) -> dict[
 
     halves = split_photos(list(paths), seed, 0)
     inputs, targets = halves["train_inputs"], halves["targets"]
-    if len(inputs) < 2 or not 2 <= folds <= len(inputs):
+    if not 2 <= folds <= len(inputs):
         raise EvalInputError(f"--folds {folds}: needs 2 <= folds <= the {len(inputs)} inputs (half the photos)")
     if not 0 <= fold < folds:
         raise EvalInputError(f"--fold {fold}: folds are numbered 0..{folds - 1}")

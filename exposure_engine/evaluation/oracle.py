@@ -173,7 +173,7 @@ def study(photos_dir: Path, style_name: str, model: str, *, n_test: int = 20, si
     parts = BM.split(list_images(photos_dir, "photos"), seed, n_test)
     train = BM.load_photos(parts["train_inputs"], size)[0]
     test = BM.load_photos(parts["holdout_inputs"], size)[0]
-    # The bench's rule and test inputs: the same draws and fit as run_style.
+    # The bench's rule and test inputs: the same draws and fit as benchmark._render_fold.
     train_draws = BM.draws(train, seed, test=False)
     rule = BM.exposure_rule_for(style, train, train_draws)
     targets = [style.apply(BM.clean_linear(t.display)) for t in BM.load_photos(parts["targets"], size)[0]]
