@@ -56,7 +56,7 @@ from ..agent.level import CONTRAST_EPS
 from ..agent.level import log2_contrast as level_log2_contrast, log2_white as level_log2_white
 from ..imageio.transfer import linear_to_srgb, srgb_to_linear
 from .anchor import BrightnessAnchor
-from .holdout import EVAL_SEED, print_json, raw_like_draw
+from .holdout import EVAL_SEED, load_with_split, print_json, raw_like_draw
 
 _LUM = np.array([F.LUM_R, F.LUM_G, F.LUM_B], np.float64)
 _FLOOR = 1e-6
@@ -160,17 +160,12 @@ def error_split(model: str | Path, photos: str | Path, *, draws: int = 2, seed: 
     """The study of the module docstring on ``draws`` RAW-like draws of the held-out photos (draw k: unprocess seed
     ``seed + k``, as ``evaluate_holdout``). Returns mean PSNRs (dB) and errors (stops; chroma: sum of both ratios'
     errors in stops)."""
-    from ..agent.policy import Policy
     from ..evaluation import metrics as M
     from ..imageio.proxy import make_proxy
     from ..renderer import render
     from . import data as D
 
-    pol = Policy.load(model)
-    training = pol.config.get("training", {})
-    split = training.get("split")
-    if not split:
-        raise ValueError(f"{model}: config.json records no data split (train with --split-from)")
+    pol, training, split = load_with_split(model)
     photos = Path(photos)
     train_orig = [D.read_photo_srgb(photos / n) for n in split["train_inputs"]]
     train_in = raw_like_draw(train_orig, int(training.get("seed", 0)))

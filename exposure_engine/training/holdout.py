@@ -49,12 +49,24 @@ def raw_like_draw(originals: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return [unprocess(srgb, p) for srgb, p in zip(originals, draw_params(len(originals), seed))]
 
 
+def load_with_split(model: str | Path):
+    """The policy in ``model``, its config's ``training`` section and the data split recorded there (``train
+    --split-from``), which every held-out measurement needs; a clear error where none was recorded."""
+    from ..agent.policy import Policy
+
+    pol = Policy.load(model)
+    training = pol.config.get("training", {})
+    split = training.get("split")
+    if not split:
+        raise ValueError(f"{model}: config.json records no data split (train with --split-from)")
+    return pol, training, split
+
+
 def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_SEED, variants_seed: int = 0,
                      draws: int = 1) -> dict:
     """``draws``: how many RAW-like versions of each held-out photo (draw k from the generator seeded ``seed + k``,
     so draw 0 is the single draw of the model card). One draw of 20 photos moves the mean PSNR by 1-2 dB with the
     luck of the random exposure and cast (docs/training.md); means over several draws are steadier."""
-    from ..agent.policy import Policy
     from ..evaluation import baselines as B
     from ..evaluation import benchmark as BM
     from ..evaluation import metrics as M
@@ -64,11 +76,7 @@ def evaluate_holdout(model: str | Path, photos: str | Path, *, seed: int = EVAL_
     from . import data as D
     from .unprocess import unprocess
 
-    pol = Policy.load(model)
-    training = pol.config.get("training", {})
-    split = training.get("split")
-    if not split:
-        raise ValueError(f"{model}: config.json records no data split (train with --split-from)")
+    pol, training, split = load_with_split(model)
     photos = Path(photos)
     names = split["holdout_inputs"]
     # "model": the edit retouch / the daemon / the plug-ins make by default (the mean edit, no dropout);
