@@ -22,8 +22,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch stays out of module import (the CLI's --help)
+    from ..agent.policy import Policy
 
 EVAL_SEED = 2026  # the unprocessing seed of the evaluation inputs (training used the run's --seed)
 
@@ -49,7 +53,7 @@ def raw_like_draw(originals: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return [unprocess(srgb, p) for srgb, p in zip(originals, draw_params(len(originals), seed))]
 
 
-def load_with_split(model: str | Path):
+def load_with_split(model: str | Path) -> tuple[Policy, dict, dict]:
     """The policy in ``model``, its config's ``training`` section and the data split recorded there (``train
     --split-from``), which every held-out measurement needs; a clear error where none was recorded."""
     from ..agent.policy import Policy
