@@ -35,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--minutes", type=float, help="stop (and save) after this much wall time")
     p.add_argument("--iterations", type=int, help="total iterations (default: the recipe's); sets the lr schedule")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train seeds SEED .. SEED+N-1 side by side, one process each (cpu-fast uses one core per "
+                        "run), and keep the one that best redevelops RAW-like draws of the target photos (each "
+                        "run in OUT/seeds/)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="N")
     p.add_argument("--name", help="model name (default: the output folder's name)")
@@ -92,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 1:
         raise CLIError("--iterations must be >= 1")
     device = device_arg(args.device)
+    if args.seeds < 1:
+        raise CLIError("--seeds must be >= 1")
     validation = None
-    if validation_files:
+    if validation_files and args.seeds == 1:
         try:
             validation = D.validation_pairs(validation_files, seed=args.seed)
         except D.DataError as e:
@@ -106,7 +112,17 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every, name=args.name, progress=not args.no_progress,
                       device=device, extra=extra, validation=validation, snapshots=args.snapshots)
     try:
-        summary = train(cfg)
+        if args.seeds > 1:
+            from ..training.seeds import SeedsError, train_seeds
+
+            try:
+                summary = train_seeds(cfg, args.seeds, validation_files)
+            except SeedsError as e:
+                raise CLIError(str(e), code=1) from None
+            except ValueError as e:  # e.g. started under torchrun
+                raise CLIError(str(e)) from None
+        else:
+            summary = train(cfg)
     except D.DataError as e:
         raise CLIError(str(e)) from None
     # One write of the whole line: under torchrun every rank prints its summary to the same pipe at about the same

@@ -36,6 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,9 @@ class TrainConfig:
     # the weights that scored best are what the model folder gets (the last iterate stays in the checkpoint).
     validation: D.ValidationPairs | None = None
     snapshots: bool = False  # also save the monitored weights of every monitor step as OUT/snapshots/NNNNNN/
+    # Anything with a writable ``.value`` (a multiprocessing.Value): set to the iteration reached, for a parent
+    # process's progress bar (train --seeds, training/seeds.py).
+    counter: Any = None
 
     @property
     def total(self) -> int:
@@ -512,6 +516,8 @@ def train(cfg: TrainConfig) -> dict:
     deadline = None if cfg.minutes is None else t_start + 60.0 * cfg.minutes
     bar = tqdm(total=T, initial=start_iter, desc="training", unit="it", disable=not (cfg.progress and is_main),
                dynamic_ncols=True, smoothing=0.05)
+    if cfg.counter is not None:
+        cfg.counter.value = start_iter
     acc: list[dict] = []
     it = start_iter
     stopped_by = "iterations"
@@ -574,6 +580,8 @@ def train(cfg: TrainConfig) -> dict:
             run_monitor(it)
         if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
             checkpoint(it)
+        if cfg.counter is not None:
+            cfg.counter.value = it
         bar.update(1)
     bar.close()
 

@@ -15,7 +15,8 @@ rule applied when it has one) and without the rule. The first in ``ranking`` has
 as inputs, more of them than the held-out ones. Their finished versions trained the critic and fitted the level
 rule's target side, so they are not held out; but the rule's maps were fitted on the training inputs, whose own
 validation flatters a change to a map (the training photos' brightness spread less than the other photos': a rule
-pulled toward them scores better there only).
+pulled toward them scores better there only), and every run's own map was fitted on them: ``train --seeds`` ranks
+its runs on the targets for that reason (docs/training.md, "Several seeds at once").
 """
 from __future__ import annotations
 
@@ -29,13 +30,39 @@ import numpy as np
 SETS = ("train_inputs", "targets")
 
 
-def score(models: list[str | Path], photos: str | Path, draws: int = 5, which: str = "train_inputs") -> dict:
-    from ..agent.policy import Policy
+def draws_of(files: list[Path], draws: int) -> list:
+    """``draws`` RAW-like draws (seeds 0 .. draws-1) of the finished photos ``files``, each paired with the photos
+    themselves (:func:`~exposure_engine.training.data.validation_pairs`)."""
     from . import data as D
-    from .loop import validation_psnr
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, not {draws}")
+    return [D.validation_pairs(files, seed=s) for s in range(draws)]
+
+
+def score_policies(policies: dict, pairs: list) -> list[dict]:
+    """``{label: Policy}`` scored on the same validation pairs (:func:`draws_of`): one row per policy with its mean
+    validation PSNR as it predicts (level rule included), each draw's, and the mean without its rule. Policies are
+    left as they came."""
+    from .loop import validation_psnr
+
+    rows = []
+    for label, pol in policies.items():
+        with_rule = [validation_psnr(pol, p) for p in pairs]
+        rule, pol.level_rule = pol.level_rule, None
+        try:
+            without = [validation_psnr(pol, p) for p in pairs] if rule is not None else with_rule
+        finally:
+            pol.level_rule = rule
+        rows.append({"model": label, "sha256": pol.content_hash, "level_rule": rule is not None,
+                     "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule],
+                     "val_psnr_without_rule": round(float(np.mean(without)), 3)})
+    return rows
+
+
+def score(models: list[str | Path], photos: str | Path, draws: int = 5, which: str = "train_inputs") -> dict:
+    from ..agent.policy import Policy
+
     if which not in SETS:
         raise ValueError(f"the set is one of {', '.join(SETS)}, not {which!r}")
     pols = [Policy.load(m) for m in models]
@@ -43,15 +70,7 @@ def score(models: list[str | Path], photos: str | Path, draws: int = 5, which: s
     if not splits[0] or any(s != splits[0] for s in splits):
         raise ValueError("every model must have been trained on the same split (train --split-from)")
     files = [Path(photos) / n for n in splits[0]]
-    pairs = [D.validation_pairs(files, seed=s) for s in range(draws)]
-    rows = []
-    for m, pol in zip(models, pols):
-        with_rule = [validation_psnr(pol, p) for p in pairs]
-        rule, pol.level_rule = pol.level_rule, None
-        without = [validation_psnr(pol, p) for p in pairs] if rule is not None else with_rule
-        rows.append({"model": str(m), "sha256": pol.content_hash, "level_rule": rule is not None,
-                     "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule],
-                     "val_psnr_without_rule": round(float(np.mean(without)), 3)})
+    rows = score_policies(dict(zip(map(str, models), pols)), draws_of(files, draws))
     return {"set": which, "n_photos": len(files), "draws": draws, "models": rows,
             "ranking": [r["model"] for r in sorted(rows, key=lambda r: -r["val_psnr"])]}
 
