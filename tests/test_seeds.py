@@ -25,7 +25,7 @@ def _common(tmp_path: Path, iterations: int = 3) -> list[str]:
 
 
 @pytest.mark.slow
-def test_seeds_train_side_by_side_and_the_best_validated_one_is_the_model(tmp_path, capsys):
+def test_seeds_train_side_by_side_and_the_one_that_best_redevelops_the_targets_is_the_model(tmp_path, capsys):
     common = _common(tmp_path)
     out = tmp_path / "style"
     assert cli_main([*common, "--out", str(out), "--seed", "3", "--seeds", "2"]) == 0
@@ -52,6 +52,7 @@ def test_seeds_train_side_by_side_and_the_best_validated_one_is_the_model(tmp_pa
     assert (out / "last" / "policy.pt").read_bytes() == (chosen / "last" / "policy.pt").read_bytes()
     assert model.config["training"]["seeds"]["chosen_seed"] == summary["chosen_seed"]
     assert json.loads((out / "seeds.json").read_text())["chosen_seed"] == summary["chosen_seed"]
+    assert (out / "report" / "seeds.png").is_file()  # every seed's curves, beside the kept seed's report
     assert not (out / "checkpoint.pt").exists()  # a resume goes through the seeds' own folders
 
 

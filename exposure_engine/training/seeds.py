@@ -7,7 +7,8 @@ once, each in its own process and folder ``OUT/seeds/seed-K/`` (exactly what ``t
 OUT/seeds/seed-K`` writes, its own validation choosing its weights; its log in ``train.log`` there), then ranks
 their saved models on the same RAW-like draws of the *target* photos, each developed back towards its finished
 self (:func:`~exposure_engine.training.select.score_policies`, each model as it predicts, level rule included),
-and copies the best into ``OUT``, with ``OUT/seeds.json``: every seed's scores and the choice.
+and copies the best into ``OUT``, with ``OUT/seeds.json`` (every seed's scores and the choice) and
+``OUT/report/seeds.png`` (every seed's validation and histogram-intersection curves).
 
 Why the targets rank: every run fits its level rule's brightness map on its own draws of the training inputs, so
 scoring on those photos flatters the run whose map happens to fit them (measured: docs/training.md, "Several seeds
@@ -162,6 +163,15 @@ def train_seeds(base: TrainConfig, n: int, validation_files: list[Path], draws: 
     config.setdefault("training", {})["seeds"] = {k: v for k, v in summary.items() if k != "out"}
     atomic_write(config_path, (json.dumps(config, indent=2) + "\n").encode())
     atomic_write(out / CHOICE, (json.dumps(summary, indent=1) + "\n").encode())
+    try:  # every seed's curves in one figure, beside the kept seed's own report
+        from .report import compare_runs
+
+        score = {int(r["model"]): r["val_psnr"] for r in rows}
+        compare_runs([cfg.out for cfg, _ in runs], out / "report" / "seeds.png",
+                     [f"seed {cfg.seed}{' (kept)' if cfg.seed == chosen else ''}: targets {score[cfg.seed]:.2f} dB"
+                      for cfg, _ in runs])
+    except Exception as e:  # a plotting failure must not lose the choice
+        print(f"seeds.png not written: {type(e).__name__}: {e}", file=sys.stderr)
     print(f"chose seed {chosen} (target photos redeveloped: {best['val_psnr']:.2f} dB; "
           + ", ".join(f"seed {r['model']} {r['val_psnr']:.2f}" for r in rows) + f"); model in {out}",
           file=sys.stderr, flush=True)
