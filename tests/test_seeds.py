@@ -1,5 +1,6 @@
-"""``train --seeds N``: seeds trained side by side in their own processes, the best-validated one kept, nothing lost
-when one fails or the parent is killed. A tiny architecture on synthetic photos, as in test_training.py."""
+"""``train --seeds N``: seeds trained side by side in their own processes, the one that best redevelops the target
+photos kept, nothing lost when one fails or the parent is killed. A tiny architecture on synthetic photos, as in
+test_training.py."""
 from __future__ import annotations
 
 import json
