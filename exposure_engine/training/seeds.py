@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .loop import CHECKPOINT, TrainConfig
+from .loop import CHECKPOINT, TrainConfig, _world
 
 SEEDS_DIR = "seeds"
 CHOICE = "seeds.json"
@@ -95,7 +95,7 @@ def train_seeds(base: TrainConfig, n: int, validation_files: list[Path], draws: 
 
     if n < 2:
         raise ValueError(f"--seeds needs at least 2 seeds, not {n}")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if _world()[1] > 1:
         raise ValueError("--seeds starts its own processes: run it without torchrun")
     out = Path(base.out)
     name = base.name or out.name
@@ -149,10 +149,7 @@ def train_seeds(base: TrainConfig, n: int, validation_files: list[Path], draws: 
     best = max(rows, key=lambda r: r["val_psnr"])
     chosen = int(best["model"])
     _copy_model(seed_dir(out, chosen), out)
-    iterations = {}
-    for cfg, _ in runs:
-        with open(cfg.out / "config.json") as f:
-            iterations[str(cfg.seed)] = json.load(f)["training"]["iterations"]
+    iterations = {seed: pol.config["training"]["iterations"] for seed, pol in policies.items()}
     summary = {"seeds": [cfg.seed for cfg, _ in runs], "chosen_seed": chosen,
                "rule": f"best mean PSNR over {draws} RAW-like draws of the {len(base.targets)} target photos, "
                        f"each developed back towards itself (level rule included)",
