@@ -214,6 +214,26 @@ def test_best_trainer_needs_validation_pairs_and_a_match(photo_dir, tmp_path):
         BM.make_trainer(f"best:{tmp_path / 'elsewhere' / '{style}'}")(job)  # the --trainer spelling
 
 
+def test_best_targets_trainer_picks_the_candidate_that_best_develops_the_targets_and_needs_no_pairs(
+        photo_dir, tmp_path):
+    from exposure_engine.agent.policy import Policy
+    from exposure_engine.training.loop import validation_psnr
+    from exposure_engine.training.select import draws_of_images
+
+    folders = _random_models(tmp_path / "runs", range(3))
+    job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec", minutes=0.0)  # no --validate
+    assert job.validation is None
+    pairs = draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))], BM.TARGET_DRAWS)
+    scores = {str(f): np.mean([validation_psnr(Policy.load(f), p) for p in pairs]) for f in folders}
+    assert len(set(np.round(list(scores.values()), 3))) == 3
+    policy, info = BM.make_trainer(f"best-targets:{tmp_path / 'runs' / 'seed-*' / '{style}' / 'model'}")(job)
+    assert info["by"] == "targets" and info["model"] == max(scores, key=scores.get)
+    assert info["candidates"] == {f: round(v, 3) for f, v in scores.items()}
+    assert policy.content_hash == Policy.load(info["model"]).content_hash
+    with pytest.raises(BM.EvalInputError, match="best-targets:.*no model folder matches"):
+        BM.make_trainer(f"best-targets:{tmp_path / 'elsewhere' / '{style}'}")(job)
+
+
 @pytest.mark.slow  # a tiny training run inside the bench
 def test_bench_with_validation_scores_the_selected_and_the_last_weights(photo_dir, tmp_path):
     tiny = tmp_path / "tiny.json"

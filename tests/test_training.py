@@ -469,6 +469,18 @@ def test_validation_pairs_are_new_raw_like_draws_of_each_photo_beside_its_finish
         D.validation_pairs([tmp_path / "ph" / "broken.jpg"], seed=0)
 
 
+def test_validation_pairs_of_photos_in_memory_are_those_of_their_files_by_name(tmp_path):
+    files = _finished_photos(tmp_path / "ph", 2)
+    photos = [D.read_photo_srgb(f) for f in files]
+    from_files = D.validation_pairs(files, seed=3)
+    in_memory = D.validation_pairs_of(photos, [f.name for f in files], seed=3)
+    np.testing.assert_array_equal(in_memory.inputs, from_files.inputs)
+    np.testing.assert_array_equal(in_memory.references, from_files.references)
+    # the draw follows the name, not the position: swapped names swap the draws
+    swapped = D.validation_pairs_of(photos[::-1], [f.name for f in files][::-1], seed=3)
+    np.testing.assert_array_equal(swapped.inputs[::-1], from_files.inputs)
+
+
 def test_validation_psnr_is_the_mean_per_image_psnr_of_the_mean_edits():
     from exposure_engine.evaluation.metrics import psnr
     from exposure_engine.training.loop import validation_psnr

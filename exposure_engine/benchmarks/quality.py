@@ -37,7 +37,8 @@ def register(sub) -> None:
                         "(untrained policy: a plumbing check, the default), none (baselines only) or model:PATH "
                         "(an existing model folder, e.g. models/default; {style} in PATH stands for each style's "
                         "name) or best:GLOB (of the model folders matching GLOB, e.g. 'runs/s*/{style}/model', the "
-                        "one with the best validation PSNR; needs --validate)")
+                        "one with the best validation PSNR; needs --validate) or best-targets:GLOB (the one that "
+                        "best develops RAW-like draws of the style's targets back to them, as train --seeds ranks)")
     p.add_argument("--seed", type=int, default=0,
                    help="the split, the RAW-like draws and the metric's patches (and the training, unless "
                         "--train-seed)")

@@ -92,7 +92,8 @@ class BenchConfig:
     minutes: float = 1.0  # training budget per style
     seed: int = 0  # the split, the RAW-like draws, the metric's patches, and (unless train_seed) the training
     train_seed: int | None = None  # the training run's own seed (initialisation, sampling), None = seed
-    trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none", "model:PATH", "best:GLOB"
+    trainer: str = "random"  # "loop" (recipe cpu-fast), "loop:RECIPE", "random", "none", "model:PATH", "best:GLOB",
+    # "best-targets:GLOB"
     device: str = "cpu"  # for the "loop" trainers
     resume: bool = False  # "loop" trainers continue a killed or budget-stopped run from its checkpoint
     validate: int = 0  # the first N training inputs with their ground truth choose the "loop" run's weights
@@ -233,30 +234,46 @@ def model_trainer(path: str) -> Trainer:
     return run
 
 
-def best_trainer(pattern: str) -> Trainer:
+def best_trainer(pattern: str, by: str = "validation") -> Trainer:
     """No training: of the model folders matching the glob ``pattern`` (``{style}`` as in :func:`model_trainer`,
-    e.g. ``runs/seed-*/{style}/model``: runs of one style with different training seeds), the one with the best
-    PSNR on *this* bench's validation pairs (``--validate N``: the same pairs a ``loop`` run chooses its weights
-    by, never the test inputs). Every candidate is scored here, so runs made elsewhere compare on equal terms."""
+    e.g. ``runs/seed-*/{style}/model``: runs of one style with different training seeds), the best one. Every
+    candidate is scored here, so runs made elsewhere compare on equal terms, and never on the test inputs.
+
+    ``by="validation"`` (``--trainer best:GLOB``): the best PSNR on *this* bench's validation pairs (``--validate
+    N``: the same pairs a ``loop`` run chooses its weights by). ``by="targets"`` (``--trainer best-targets:GLOB``):
+    the best mean PSNR on :data:`TARGET_DRAWS` RAW-like draws of the style's target renders developed back towards
+    themselves, as ``train --seeds`` ranks its runs (:func:`exposure_engine.training.select.score_policies`): no
+    paired data at all, and not the training inputs each run's level rule was fitted on."""
 
     def run(job: TrainingJob) -> tuple[object, dict]:
         import glob
 
         from ..agent.policy import Policy
-        from ..training.loop import validation_psnr
+        from ..training import select
 
-        if job.validation is None:
-            raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N")
+        if by == "validation" and job.validation is None:
+            raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N "
+                                 "(or best-targets:GLOB, which needs no paired photos)")
         folders = sorted(glob.glob(_model_path(pattern, job)))
         if not folders:
-            raise EvalInputError(f"--trainer best:{pattern}: no model folder matches for style {job.style!r}")
+            raise EvalInputError(f"--trainer {_BEST_SPECS[by]}{pattern}: no model folder matches for style "
+                                 f"{job.style!r}")
         policies = {f: Policy.load(f) for f in folders}
-        scores = {f: validation_psnr(pol, job.validation) for f, pol in policies.items()}
+        if by == "validation":
+            pairs = [job.validation]
+        else:  # the names the loop trainer gives the target files, so the draws are those of `select --set targets`
+            pairs = select.draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))],
+                                           TARGET_DRAWS)
+        scores = {r["model"]: r["val_psnr"] for r in select.score_policies(policies, pairs)}
         best = max(scores, key=scores.get)
-        return policies[best], {"trainer": "best", "model": best, "val_psnr": round(scores[best], 3),
-                                "candidates": {f: round(v, 3) for f, v in scores.items()}}
+        return policies[best], {"trainer": "best", "by": by, "model": best, "val_psnr": scores[best],
+                                "candidates": scores}
 
     return run
+
+
+TARGET_DRAWS = 5  # RAW-like draws of the target renders best-targets: scores each candidate on (train --seeds': 5)
+_BEST_SPECS = {"validation": "best:", "targets": "best-targets:"}
 
 
 def loop_trainer(recipe: str = "cpu-fast") -> Trainer:
@@ -302,9 +319,11 @@ def make_trainer(spec: str) -> Trainer | None:
         return loop_trainer(spec.partition(":")[2] or "cpu-fast")
     if spec.startswith("model:"):
         return model_trainer(spec[len("model:"):])
-    if spec.startswith("best:"):
-        return best_trainer(spec[len("best:"):])
-    raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none, model:PATH or best:GLOB")
+    for by, prefix in _BEST_SPECS.items():
+        if spec.startswith(prefix):
+            return best_trainer(spec[len(prefix):], by)
+    raise EvalInputError(f"unknown trainer {spec!r}: use loop, loop:RECIPE, random, none, model:PATH, best:GLOB "
+                         "or best-targets:GLOB")
 
 
 def validation_pairs(style: S.Style, photos: Sequence[Photo], raw: Sequence[tuple[np.ndarray, dict]], n: int):

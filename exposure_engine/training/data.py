@@ -300,20 +300,36 @@ def validation_pairs(files: Sequence[Path], *, seed: int, ranges: UnprocessRange
     Only meaningful where the photos' finished versions are in the style being learnt, as with ``train
     --split-from`` (inputs and targets are two halves of one folder of finished photos). Unreadable files are
     skipped, as in :func:`build_crops`."""
-    ins, refs, names = [], [], []
+    return validation_pairs_of(*read_finished_photos(files), seed=seed, ranges=ranges, size=size)
+
+
+def read_finished_photos(files: Sequence[Path]) -> tuple[list[np.ndarray], list[str]]:
+    """The readable ones of ``files`` as display sRGB, reduced as training reduces them, and their file names;
+    unreadable files are skipped, as in :func:`build_crops`."""
+    photos, names = [], []
     for f in files:
         try:
-            srgb = _shrink(read_photo_srgb(Path(f)))
+            photos.append(_shrink(read_photo_srgb(Path(f))))  # shrunk at once: not every full-size photo held
         except DataError:
             continue
-        key = int.from_bytes(hashlib.sha256(Path(f).name.encode()).digest()[:4], "little")
-        rng = np.random.default_rng([seed, VALIDATION_SALT, key])
-        ins.append(unprocess(srgb, random_params(rng, ranges)))
-        refs.append(srgb)
         names.append(Path(f).name)
     if not names:
         raise DataError("no readable photo for the validation pairs")
-    return ValidationPairs.reduced(ins, refs, names, size)
+    return photos, names
+
+
+def validation_pairs_of(photos: Sequence[np.ndarray], names: Sequence[str], *, seed: int,
+                        ranges: UnprocessRanges = UnprocessRanges(), size: int = 64) -> ValidationPairs:
+    """:func:`validation_pairs` of finished photos already in memory (display sRGB ``(H, W, 3)`` float32 in
+    [0, 1]); each one's draw is keyed by its name, so a photo gets the same draw as its file of that name."""
+    ins, refs = [], []
+    for srgb, name in zip(photos, names, strict=True):
+        srgb = _shrink(np.asarray(srgb, np.float32))
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+        rng = np.random.default_rng([seed, VALIDATION_SALT, key])
+        ins.append(unprocess(srgb, random_params(rng, ranges)))
+        refs.append(srgb)
+    return ValidationPairs.reduced(ins, refs, list(names), size)
 
 
 def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, list[Path]]:
@@ -328,4 +344,5 @@ def split_photos(files: Sequence[Path], seed: int, n_holdout: int) -> dict[str, 
 
 
 __all__ = ["DataError", "Dataset", "ProxySampler", "build_crops", "list_images", "load_input", "load_target",
-           "random_square_crops", "split_photos", "ValidationPairs", "validation_pairs"]
+           "random_square_crops", "split_photos", "ValidationPairs", "validation_pairs",
+           "validation_pairs_of", "read_finished_photos"]

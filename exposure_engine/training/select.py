@@ -32,12 +32,19 @@ SETS = ("train_inputs", "targets")
 
 def draws_of(files: list[Path], draws: int) -> list:
     """``draws`` RAW-like draws (seeds 0 .. draws-1) of the finished photos ``files``, each paired with the photos
-    themselves (:func:`~exposure_engine.training.data.validation_pairs`)."""
+    themselves (:func:`~exposure_engine.training.data.validation_pairs`); each file is read once."""
+    from . import data as D
+
+    return draws_of_images(*D.read_finished_photos(files), draws)
+
+
+def draws_of_images(photos: list[np.ndarray], names: list[str], draws: int) -> list:
+    """:func:`draws_of` for finished photos in memory (display sRGB), each keyed by its name as its file would be."""
     from . import data as D
 
     if draws < 1:
         raise ValueError(f"draws must be >= 1, not {draws}")
-    return [D.validation_pairs(files, seed=s) for s in range(draws)]
+    return [D.validation_pairs_of(photos, names, seed=s) for s in range(draws)]
 
 
 def score_policies(policies: dict, pairs: list) -> list[dict]:
