@@ -261,7 +261,7 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
         policies = {f: Policy.load(f) for f in folders}
         if by == "validation":
             pairs = [job.validation]
-        else:  # the names the loop trainer gives the target files, so the draws are those of `select --set targets`
+        else:  # keyed by the names a loop run gives the target files: the draws a ranking of those files makes
             pairs = select.draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))],
                                            TARGET_DRAWS)
         scores = {r["model"]: r["val_psnr"] for r in select.score_policies(policies, pairs)}
