@@ -218,12 +218,12 @@ def test_best_targets_trainer_picks_the_candidate_that_best_develops_the_targets
         photo_dir, tmp_path):
     from exposure_engine.agent.policy import Policy
     from exposure_engine.training.loop import validation_psnr
-    from exposure_engine.training.select import draws_of_images
+    from exposure_engine.training.select import DRAWS, draws_of_images
 
     folders = _random_models(tmp_path / "runs", range(3))
     job, _, _ = _run_noir_with_a_recording_trainer(photo_dir, tmp_path / "rec", minutes=0.0)  # no --validate
     assert job.validation is None
-    pairs = draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))], BM.TARGET_DRAWS)
+    pairs = draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))], DRAWS)
     scores = {str(f): np.mean([validation_psnr(Policy.load(f), p) for p in pairs]) for f in folders}
     assert len(set(np.round(list(scores.values()), 3))) == 3
     policy, info = BM.make_trainer(f"best-targets:{tmp_path / 'runs' / 'seed-*' / '{style}' / 'model'}")(job)

@@ -241,15 +241,17 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
 
     ``by="validation"`` (``--trainer best:GLOB``): the best PSNR on *this* bench's validation pairs (``--validate
     N``: the same pairs a ``loop`` run chooses its weights by). ``by="targets"`` (``--trainer best-targets:GLOB``):
-    the best mean PSNR on :data:`TARGET_DRAWS` RAW-like draws of the style's target renders developed back towards
-    themselves, as ``train --seeds`` ranks its runs (:func:`exposure_engine.training.select.score_policies`): no
-    paired data at all, and not the training inputs each run's level rule was fitted on."""
+    the best mean PSNR on :data:`~exposure_engine.training.select.DRAWS` RAW-like draws of the style's target
+    renders developed back towards themselves, as ``train --seeds`` ranks its runs
+    (:func:`exposure_engine.training.select.score_policies`): no paired data at all, and not the training inputs
+    each run's level rule was fitted on."""
 
     def run(job: TrainingJob) -> tuple[object, dict]:
         import glob
 
         from ..agent.policy import Policy
         from ..training import select
+        from ..training.loop import validation_psnr
 
         if by == "validation" and job.validation is None:
             raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N "
@@ -263,8 +265,9 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
             pairs = [job.validation]
         else:  # keyed by the names a loop run gives the target files: the draws a ranking of those files makes
             pairs = select.draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))],
-                                           TARGET_DRAWS)
-        scores = {r["model"]: r["val_psnr"] for r in select.score_policies(policies, pairs)}
+                                           select.DRAWS)
+        # score_policies' val_psnr (the rule applied), without its second pass with the rule off: nothing reads it
+        scores = {f: round(float(np.mean([validation_psnr(pol, p) for p in pairs])), 3) for f, pol in policies.items()}
         best = max(scores, key=scores.get)
         return policies[best], {"trainer": "best", "by": by, "model": best, "val_psnr": scores[best],
                                 "candidates": scores}
@@ -272,7 +275,6 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
     return run
 
 
-TARGET_DRAWS = 5  # RAW-like draws of the target renders best-targets: scores each candidate on (train --seeds': 5)
 _BEST_SPECS = {"validation": "best:", "targets": "best-targets:"}
 
 

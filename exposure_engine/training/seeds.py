@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from .loop import CHECKPOINT, TrainConfig, _world
+from .select import DRAWS
 
 SEEDS_DIR = "seeds"
 CHOICE = "seeds.json"
@@ -86,7 +87,7 @@ def _copy_model(src: Path, dst: Path) -> None:
             os.replace(tmp, dst / item.name)
 
 
-def train_seeds(base: TrainConfig, n: int, validation_files: list[Path], draws: int = 5) -> dict:
+def train_seeds(base: TrainConfig, n: int, validation_files: list[Path], draws: int = DRAWS) -> dict:
     """Train seeds ``base.seed`` .. ``base.seed + n - 1`` of ``base`` side by side and keep the best one in
     ``base.out``: the best mean PSNR over ``draws`` RAW-like draws of the target photos ``base.targets``.
     ``validation_files``: finished photos whose RAW-like draws choose each run's weights (``train --split-from``'s

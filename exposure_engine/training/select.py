@@ -28,6 +28,7 @@ import numpy as np
 
 
 SETS = ("train_inputs", "targets")
+DRAWS = 5  # RAW-like draws a model is scored on by default (this module, train --seeds, bench best-targets:)
 
 
 def draws_of(files: list[Path], draws: int) -> list:
@@ -67,7 +68,7 @@ def score_policies(policies: dict, pairs: list) -> list[dict]:
     return rows
 
 
-def score(models: list[str | Path], photos: str | Path, draws: int = 5, which: str = "train_inputs") -> dict:
+def score(models: list[str | Path], photos: str | Path, draws: int = DRAWS, which: str = "train_inputs") -> dict:
     from ..agent.policy import Policy
 
     if which not in SETS:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m exposure_engine.training.select", description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+", help="model folders, then the photos folder of their split")
-    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--draws", type=int, default=DRAWS)
     p.add_argument("--set", choices=SETS, default="train_inputs", help="the split's photos to score (default: "
                    "the training inputs; targets: the target half)")
     p.add_argument("--json", help="write the result here too")
