@@ -251,7 +251,6 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
 
         from ..agent.policy import Policy
         from ..training import select
-        from ..training.loop import validation_psnr
 
         if by == "validation" and job.validation is None:
             raise EvalInputError("--trainer best:GLOB chooses by validation PSNR: give --validate N "
@@ -266,8 +265,8 @@ def best_trainer(pattern: str, by: str = "validation") -> Trainer:
         else:  # keyed by the names a loop run gives the target files: the draws a ranking of those files makes
             pairs = select.draws_of_images(job.targets, [f"{i:04d}.png" for i in range(len(job.targets))],
                                            select.DRAWS)
-        # score_policies' val_psnr (the rule applied), without its second pass with the rule off: nothing reads it
-        scores = {f: round(float(np.mean([validation_psnr(pol, p) for p in pairs])), 3) for f, pol in policies.items()}
+        # nothing here reads the score without the level rule: skip that second pass over the pairs
+        scores = {r["model"]: r["val_psnr"] for r in select.score_policies(policies, pairs, without_rule=False)}
         best = max(scores, key=scores.get)
         return policies[best], {"trainer": "best", "by": by, "model": best, "val_psnr": scores[best],
                                 "candidates": scores}

@@ -48,23 +48,25 @@ def draws_of_images(photos: list[np.ndarray], names: list[str], draws: int) -> l
     return [D.validation_pairs_of(photos, names, seed=s) for s in range(draws)]
 
 
-def score_policies(policies: dict, pairs: list) -> list[dict]:
+def score_policies(policies: dict, pairs: list, without_rule: bool = True) -> list[dict]:
     """``{label: Policy}`` scored on the same validation pairs (:func:`draws_of`): one row per policy with its mean
-    validation PSNR as it predicts (level rule included), each draw's, and the mean without its rule. Policies are
-    left as they came."""
+    validation PSNR as it predicts (level rule included), each draw's, and (``without_rule``) the mean without its
+    rule, a second pass over the pairs. Policies are left as they came."""
     from .loop import validation_psnr
 
     rows = []
     for label, pol in policies.items():
         with_rule = [validation_psnr(pol, p) for p in pairs]
-        rule, pol.level_rule = pol.level_rule, None
-        try:
-            without = [validation_psnr(pol, p) for p in pairs] if rule is not None else with_rule
-        finally:
-            pol.level_rule = rule
-        rows.append({"model": label, "sha256": pol.content_hash, "level_rule": rule is not None,
-                     "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule],
-                     "val_psnr_without_rule": round(float(np.mean(without)), 3)})
+        row = {"model": label, "sha256": pol.content_hash, "level_rule": pol.level_rule is not None,
+               "val_psnr": round(float(np.mean(with_rule)), 3), "per_draw": [round(v, 3) for v in with_rule]}
+        if without_rule:
+            rule, pol.level_rule = pol.level_rule, None
+            try:
+                without = [validation_psnr(pol, p) for p in pairs] if rule is not None else with_rule
+            finally:
+                pol.level_rule = rule
+            row["val_psnr_without_rule"] = round(float(np.mean(without)), 3)
+        rows.append(row)
     return rows
 
 
